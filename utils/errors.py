@@ -1,0 +1,22 @@
+"""One error type for user mistakes, reported as a single line by every entry script."""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+
+class UserError(Exception):
+    """A mistake in the command line, data or checkpoint that the user can fix.
+
+    The message must name the problem and the fix in one line; entry scripts print it
+    without a traceback (see :func:`run_cli`).
+    """
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    """Run an entry script's ``main`` and turn a :class:`UserError` into a one-line exit."""
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
