@@ -1,0 +1,352 @@
+"""Feature decoders for DINOSAUR / SPOT (spec section 2.3).
+
+* :class:`MLPDecoder` -- DINOSAUR's spatial-broadcast MLP decoder with alpha masks.
+* :class:`AutoregressiveDecoder` -- SPOT's SLATE-style transformer decoder with teacher forcing,
+  one BOS token per patch ordering, and masks from the last block's cross-attention.
+
+Shape legend: ``B`` batch, ``K`` slots, ``N`` patch tokens, ``D`` feature dim, ``Ds`` slot dim.
+Both decoders return float32 ``reconstruction`` / ``masks`` (softmaxes and mixing are done in
+fp32, the final LayerNorm runs in fp32 under autocast), so the MSE can be taken directly.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.permutations import inverse_ordering
+
+__all__ = ["MLPDecoder", "AutoregressiveDecoder"]
+
+
+# ---------------------------------------------------------------------------------------------
+# MLP decoder (DINOSAUR)
+# ---------------------------------------------------------------------------------------------
+
+
+class MLPDecoder(nn.Module):
+    """DINOSAUR's feature MLP decoder.
+
+    Every slot is broadcast to ``num_tokens`` positions, a learned positional embedding is added
+    and a shared MLP maps each (slot, position) to ``feature_dim`` features plus one alpha logit.
+    Alphas are softmaxed over slots; the reconstruction is ``sum_k alpha_k * x_k``.
+
+    Args:
+        slot_dim: ``Ds``.
+        feature_dim: ``D`` (encoder feature dim, e.g. 768).
+        num_tokens: ``N`` (e.g. 196 for 14x14); fixed by the positional embedding.
+        hidden_dim: MLP hidden width (2048).
+        num_hidden_layers: number of hidden ReLU layers (3).
+        use_slot_proj: project slots with ``Linear(Ds -> D, no bias) + LayerNorm(D)`` first
+            (SPOT's default ``--use_slot_proj True``; DINOSAUR/OCLF parity needs ``False``).
+    """
+
+    def __init__(
+        self,
+        slot_dim: int,
+        feature_dim: int,
+        num_tokens: int,
+        hidden_dim: int = 2048,
+        num_hidden_layers: int = 3,
+        use_slot_proj: bool = False,
+    ) -> None:
+        super().__init__()
+        if num_hidden_layers < 1:
+            raise ValueError(f"num_hidden_layers must be >= 1, got {num_hidden_layers}")
+        self.slot_dim = slot_dim
+        self.feature_dim = feature_dim
+        self.num_tokens = num_tokens
+        self.use_slot_proj = use_slot_proj
+
+        if use_slot_proj:
+            self.slot_proj: nn.Module = nn.Sequential(
+                nn.Linear(slot_dim, feature_dim, bias=False), nn.LayerNorm(feature_dim)
+            )
+            in_dim = feature_dim
+        else:
+            self.slot_proj = nn.Identity()
+            in_dim = slot_dim
+        self.input_dim = in_dim
+
+        self.pos_embed = nn.Parameter(torch.randn(1, num_tokens, in_dim) * 0.02)
+
+        layers: list[nn.Module] = []
+        d = in_dim
+        for _ in range(num_hidden_layers):
+            layers += [nn.Linear(d, hidden_dim), nn.ReLU(inplace=True)]
+            d = hidden_dim
+        layers.append(nn.Linear(d, feature_dim + 1))
+        self.mlp = nn.Sequential(*layers)
+        for m in self.mlp.modules():
+            if isinstance(m, nn.Linear):  # PyTorch default weights, zero biases
+                nn.init.zeros_(m.bias)
+
+    def forward(self, slots: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Decode slots into patch features.
+
+        Args:
+            slots: ``[B, K, Ds]``.
+
+        Returns:
+            dict with
+              * ``reconstruction``: ``[B, N, D]`` (float32),
+              * ``masks``: ``[B, K, N]`` alpha weights, summing to 1 over ``K`` (float32),
+              * ``slot_reconstructions``: ``[B, K, N, D]`` per-slot features ``x_k``.
+        """
+        B, K, _ = slots.shape
+        x = self.slot_proj(slots)  # [B, K, Din]
+        x = x.unsqueeze(2) + self.pos_embed.unsqueeze(0)  # [B, K, N, Din]
+        out = self.mlp(x)  # [B, K, N, D + 1]
+        feats, logits = out.split([self.feature_dim, 1], dim=-1)
+        alpha = torch.softmax(logits.float(), dim=1)  # [B, K, N, 1], over slots
+        recon = (alpha * feats.float()).sum(dim=1)  # [B, N, D]
+        return {
+            "reconstruction": recon,
+            "masks": alpha.squeeze(-1),
+            "slot_reconstructions": feats,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Autoregressive transformer decoder (SPOT / SLATE)
+# ---------------------------------------------------------------------------------------------
+
+
+def _xavier_linear(in_dim: int, out_dim: int, bias: bool, gain: float = 1.0) -> nn.Linear:
+    lin = nn.Linear(in_dim, out_dim, bias=bias)
+    nn.init.xavier_uniform_(lin.weight, gain=gain)
+    if bias:
+        nn.init.zeros_(lin.bias)
+    return lin
+
+
+class _MultiHeadAttention(nn.Module):
+    """Multi-head attention with bias-free xavier projections.
+
+    ``proj_o`` uses xavier gain ``out_gain``. Dropout is applied to the attention weights and to
+    the output. With ``return_weights=True`` the softmax is computed explicitly in fp32 and the
+    pre-dropout weights averaged over heads (``[B, Lq, Lk]``) are returned too; otherwise
+    :func:`F.scaled_dot_product_attention` is used.
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float, out_gain: float) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.dropout = dropout
+        self.proj_q = _xavier_linear(dim, dim, bias=False)
+        self.proj_k = _xavier_linear(dim, dim, bias=False)
+        self.proj_v = _xavier_linear(dim, dim, bias=False)
+        self.proj_o = _xavier_linear(dim, dim, bias=False, gain=out_gain)
+        self.attn_dropout = nn.Dropout(dropout)
+        self.output_dropout = nn.Dropout(dropout)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, _ = x.shape
+        return x.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, L, hd]
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        kv: torch.Tensor,
+        causal: bool = False,
+        return_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``q`` ``[B, Lq, D]``, ``kv`` ``[B, Lk, D]`` -> (``[B, Lq, D]``, weights or None)."""
+        B, Lq, _ = q.shape
+        qh = self._heads(self.proj_q(q))
+        kh = self._heads(self.proj_k(kv))
+        vh = self._heads(self.proj_v(kv))
+        weights_mean: torch.Tensor | None = None
+        if return_weights:
+            # fp32 logits and softmax even under autocast (autocast would recast matmul inputs).
+            with torch.autocast(device_type=q.device.type, enabled=False):
+                logits = torch.matmul(qh.float(), kh.float().transpose(-1, -2)) / math.sqrt(self.head_dim)
+                if causal:
+                    Lk = kh.shape[2]
+                    mask = torch.ones(Lq, Lk, dtype=torch.bool, device=q.device).triu(1)
+                    logits = logits.masked_fill(mask, float("-inf"))
+                attn = torch.softmax(logits, dim=-1)  # [B, H, Lq, Lk], fp32
+                weights_mean = attn.mean(dim=1)  # pre-dropout, averaged over heads
+            out = torch.matmul(self.attn_dropout(attn).to(vh.dtype), vh)
+        else:
+            out = F.scaled_dot_product_attention(
+                qh, kh, vh, dropout_p=self.dropout if self.training else 0.0, is_causal=causal
+            )
+        out = out.transpose(1, 2).reshape(B, Lq, self.dim)
+        out = self.output_dropout(self.proj_o(out))
+        return out, weights_mean
+
+
+class _DecoderBlock(nn.Module):
+    """Pre-LN decoder block: causal self-attention, cross-attention to slots, ReLU FFN.
+
+    With ``is_first`` the input is normalised first and the residual is added to the
+    *normalised* input (SLATE quirk, spec pitfall 5).
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, num_cross_heads: int, dropout: float, gain: float, is_first: bool
+    ) -> None:
+        super().__init__()
+        self.is_first = is_first
+        self.self_attn_norm = nn.LayerNorm(dim)
+        self.self_attn = _MultiHeadAttention(dim, num_heads, dropout, gain)
+        self.cross_attn_norm = nn.LayerNorm(dim)
+        self.cross_attn = _MultiHeadAttention(dim, num_cross_heads, dropout, gain)
+        self.ffn_norm = nn.LayerNorm(dim)
+        fc1 = nn.Linear(dim, 4 * dim)
+        nn.init.kaiming_uniform_(fc1.weight, nonlinearity="relu")
+        nn.init.zeros_(fc1.bias)
+        self.ffn = nn.Sequential(
+            fc1, nn.ReLU(inplace=True), _xavier_linear(4 * dim, dim, bias=True, gain=gain), nn.Dropout(dropout)
+        )
+
+    def forward(
+        self, x: torch.Tensor, memory: torch.Tensor, return_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` ``[B, N, D]``, ``memory`` ``[B, K, D]`` -> (``[B, N, D]``, ``[B, N, K]`` or None)."""
+        if self.is_first:
+            x = self.self_attn_norm(x)
+            x = x + self.self_attn(x, x, causal=True)[0]
+        else:
+            h = self.self_attn_norm(x)
+            x = x + self.self_attn(h, h, causal=True)[0]
+        h, weights = self.cross_attn(self.cross_attn_norm(x), memory, return_weights=return_weights)
+        x = x + h
+        x = x + self.ffn(self.ffn_norm(x))
+        return x, weights
+
+
+class AutoregressiveDecoder(nn.Module):
+    """SPOT's autoregressive (SLATE-style) transformer decoder over patch features.
+
+    Teacher forcing: for an ordering ``pi`` the input sequence is
+    ``[BOS_i, t[pi[0]], ..., t[pi[N-2]]]`` -> ``input_proj`` -> blocks (causal self-attention,
+    cross-attention to projected slots) -> final LayerNorm, whose output *is* the prediction
+    (no output projection). Sequence position ``j`` predicts token ``pi[j]``; outputs are
+    un-permuted back to raster order. No positional embedding is added (features carry position).
+    The causal mask is built on the fly, so nothing mask-related is in the state_dict and any
+    ``N`` works (``num_tokens`` is informational).
+
+    Args:
+        feature_dim: ``D`` (decoder width = encoder feature dim).
+        slot_dim: ``Ds``.
+        num_tokens: nominal ``N`` (e.g. 196).
+        num_blocks: number of decoder blocks ``L`` (4).
+        num_heads: self-attention heads (6); also cross-attention heads of the first block.
+        num_cross_heads: cross-attention heads of blocks 2..L (``None`` -> ``num_heads``).
+        dropout: dropout on attention weights, attention outputs and FFN output.
+        num_orderings: number of BOS tokens (1 for standard order only, 9 with permutations).
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        slot_dim: int,
+        num_tokens: int,
+        num_blocks: int = 4,
+        num_heads: int = 6,
+        num_cross_heads: int | None = None,
+        dropout: float = 0.0,
+        num_orderings: int = 1,
+    ) -> None:
+        super().__init__()
+        if num_blocks < 1:
+            raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
+        if num_orderings < 1:
+            raise ValueError(f"num_orderings must be >= 1, got {num_orderings}")
+        self.feature_dim = feature_dim
+        self.slot_dim = slot_dim
+        self.num_tokens = num_tokens
+        self.num_orderings = num_orderings
+        cross_heads = num_heads if num_cross_heads is None else num_cross_heads
+
+        self.input_proj = nn.Sequential(
+            _xavier_linear(feature_dim, feature_dim, bias=False), nn.LayerNorm(feature_dim)
+        )
+        self.slot_proj = nn.Sequential(
+            _xavier_linear(slot_dim, feature_dim, bias=False), nn.LayerNorm(feature_dim)
+        )
+        self.bos_tokens = nn.Parameter(torch.empty(num_orderings, feature_dim))
+        nn.init.normal_(self.bos_tokens, std=0.02)
+
+        gain = (3 * num_blocks) ** -0.5
+        self.blocks = nn.ModuleList(
+            [
+                _DecoderBlock(
+                    feature_dim,
+                    num_heads,
+                    num_heads if i == 0 else cross_heads,  # first block ignores num_cross_heads
+                    dropout,
+                    gain,
+                    is_first=(i == 0),
+                )
+                for i in range(num_blocks)
+            ]
+        )
+        self.final_norm = nn.LayerNorm(feature_dim)
+
+    def forward(
+        self,
+        slots: torch.Tensor,
+        targets: torch.Tensor,
+        ordering: torch.Tensor | None = None,
+        ordering_index: int = 0,
+    ) -> dict[str, torch.Tensor]:
+        """Teacher-forced decoding under one patch ordering.
+
+        Args:
+            slots: ``[B, K, Ds]``.
+            targets: ``[B, N, D]`` target features in raster order (also the teacher-forcing input).
+            ordering: LongTensor ``[N]``; sequence position ``j`` predicts token ``ordering[j]``.
+                ``None`` = raster order.
+            ordering_index: which BOS token to use (``< num_orderings``).
+
+        Returns:
+            dict with (both in raster token order, float32)
+              * ``reconstruction``: ``[B, N, D]``,
+              * ``masks``: ``[B, K, N]`` last block's cross-attention (pre-dropout, mean over heads),
+                summing to 1 over ``K``.
+        """
+        if not 0 <= ordering_index < self.num_orderings:
+            raise ValueError(
+                f"ordering_index {ordering_index} out of range for {self.num_orderings} BOS token(s)"
+            )
+        B, N, D = targets.shape
+        if D != self.feature_dim:
+            raise ValueError(f"targets have dim {D}, decoder expects {self.feature_dim}")
+
+        if ordering is not None:
+            if ordering.shape != (N,):
+                raise ValueError(f"ordering must have shape [{N}], got {tuple(ordering.shape)}")
+            ordering = ordering.to(device=targets.device, dtype=torch.long)
+            seq = targets.index_select(1, ordering)
+        else:
+            seq = targets
+
+        bos = self.bos_tokens[ordering_index].to(targets.dtype).view(1, 1, D).expand(B, 1, D)
+        x = torch.cat([bos, seq[:, :-1]], dim=1)  # [B, N, D]
+        x = self.input_proj(x)
+        memory = self.slot_proj(slots)  # [B, K, D]
+
+        weights: torch.Tensor | None = None
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x, w = block(x, memory, return_weights=(i == last))
+            if w is not None:
+                weights = w
+        recon = self.final_norm(x).float()  # [B, N, D], sequence order
+        assert weights is not None
+        masks = weights / weights.sum(dim=-1, keepdim=True)  # [B, N, K]; already ~1, renormalise
+
+        if ordering is not None:
+            inv = inverse_ordering(ordering)
+            recon = recon.index_select(1, inv)
+            masks = masks.index_select(1, inv)
+        return {"reconstruction": recon, "masks": masks.transpose(1, 2).contiguous()}

@@ -1,0 +1,401 @@
+"""Frozen ViT encoders (DINO, DINOv2, MAE, supervised) built through timm.
+
+The features are the patch tokens of the *last* block, without the final LayerNorm unless asked
+for, with the CLS and register tokens dropped (spec 2.1). Images come in as [0, 1] RGB and are
+normalised here, so a feature cache and the model see the same inputs.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import timm
+import timm.models
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+from torch import Tensor, nn
+
+from utils.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Short names (SPOT's torch.hub names and the AdaSlot/DINOSAUR seed names) -> timm names.
+ENCODER_ALIASES: dict[str, str] = {
+    # SPOT (torch.hub names)
+    "dino_vits16": "vit_small_patch16_224.dino",
+    "dino_vitb16": "vit_base_patch16_224.dino",
+    "dino_vits8": "vit_small_patch8_224.dino",
+    "dino_vitb8": "vit_base_patch8_224.dino",
+    "dinov2_vits14": "vit_small_patch14_dinov2.lvd142m",
+    "dinov2_vitb14": "vit_base_patch14_dinov2.lvd142m",
+    "dinov2_vitl14": "vit_large_patch14_dinov2.lvd142m",
+    "dinov2_vitg14": "vit_giant_patch14_dinov2.lvd142m",
+    "dinov2_vits14_reg": "vit_small_patch14_reg4_dinov2.lvd142m",
+    "dinov2_vitb14_reg": "vit_base_patch14_reg4_dinov2.lvd142m",
+    "dinov2_vitl14_reg": "vit_large_patch14_reg4_dinov2.lvd142m",
+    "dinov2_vitg14_reg": "vit_giant_patch14_reg4_dinov2.lvd142m",
+    "mae_vitb16": "vit_base_patch16_224.mae",
+    "mae_vitl16": "vit_large_patch16_224.mae",
+    # AdaSlot / DINOSAUR seeds
+    "dino-vits-16": "vit_small_patch16_224.dino",
+    "dino-vitb-16": "vit_base_patch16_224.dino",
+    "dino-vits-8": "vit_small_patch8_224.dino",
+    "dino-vitb-8": "vit_base_patch8_224.dino",
+    "dinov2-vits-14": "vit_small_patch14_dinov2.lvd142m",
+    "dinov2-vitb-14": "vit_base_patch14_dinov2.lvd142m",
+    "sup-vitb-16": "vit_base_patch16_224.augreg_in21k_ft_in1k",
+}
+
+# Tiny random-init configs for tests and the CPU quickstart: name -> (timm arch, overrides).
+# They have no pretrained weights.
+SMALL_ENCODERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "vit_tiny_p4": ("vit_tiny_patch16_224", dict(patch_size=4, embed_dim=96, depth=2, num_heads=3)),
+    "vit_micro_p8": ("vit_tiny_patch16_224", dict(patch_size=8, embed_dim=32, depth=1, num_heads=2)),
+}
+
+# Keys of a classification head (or of pooling in front of it): never used for patch features,
+# so they may be missing from, or left over in, a weights file.
+_HEAD_KEY = re.compile(r"^(head|fc_norm|pre_logits|head_drop|attn_pool)\.")
+
+
+def _examples() -> str:
+    return ", ".join(["dino_vitb16", "dinov2_vitb14", "dino-vitb-16", "vit_base_patch16_224.dino",
+                      *SMALL_ENCODERS])
+
+
+def resolve_encoder_name(name: str) -> str:
+    """Map a short name to its timm name; a valid timm ViT name maps to itself.
+
+    Small test configs map to their timm architecture (their size overrides live in
+    :data:`SMALL_ENCODERS`).
+    """
+    if name in ENCODER_ALIASES:
+        return ENCODER_ALIASES[name]
+    if name.lower() in ENCODER_ALIASES:
+        return ENCODER_ALIASES[name.lower()]
+    if name in SMALL_ENCODERS:
+        return SMALL_ENCODERS[name][0]
+    if timm.models.is_model(name) and timm.models.is_model_in_modules(
+        timm.models.split_model_name_tag(name)[0], ["vision_transformer"]
+    ):
+        try:  # an unknown pretrained tag (".foo") is only caught here
+            timm.models.get_pretrained_cfg(name)
+        except RuntimeError:
+            pass
+        else:
+            return name
+    raise UserError(f"unknown encoder {name!r}; use a short name or a timm ViT name, e.g. {_examples()}")
+
+
+def _load_file(path: str) -> Any:
+    """Read a .safetensors or torch checkpoint onto the CPU."""
+    if not os.path.isfile(path):
+        raise UserError(f"encoder weights file {path} does not exist; check --encoder_weights")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return load_file(path, device="cpu")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            # Full DINO training checkpoints also pickle their argparse.Namespace, which the safe
+            # loader refuses; the file is the user's own choice, as with the original code.
+            return torch.load(path, map_location="cpu", weights_only=False)
+    except UserError:
+        raise
+    except Exception as err:  # corrupt or foreign file
+        raise UserError(f"could not read encoder weights file {path} ({_short(err)})") from err
+
+
+def _short(err: BaseException) -> str:
+    """One-line reason for an exception."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
+
+
+def _strip_prefix(sd: dict[str, Any], prefix: str, only_those: bool) -> dict[str, Any]:
+    """Remove ``prefix`` from keys; keep only prefixed keys if ``only_those``, else require all."""
+    if only_those:
+        if any(k.startswith(prefix) for k in sd):
+            return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        return sd
+    if sd and all(k.startswith(prefix) for k in sd):
+        return {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def _unwrap_state_dict(obj: Any, path: str) -> dict[str, Tensor]:
+    """Reduce a DINO/DINOv2/MAE/timm checkpoint to a flat ViT state dict (timm or original keys)."""
+    sd = obj
+    for _ in range(5):  # nested wrappers, e.g. {"model": {"state_dict": ...}}
+        if not isinstance(sd, Mapping):
+            break
+        # DINO evaluates the teacher, hence "teacher" before "student"/"model".
+        inner = next((sd[k] for k in ("teacher", "model", "state_dict", "module")
+                      if isinstance(sd.get(k), Mapping)), None)
+        if inner is None:
+            break
+        sd = inner
+    if not isinstance(sd, Mapping):
+        raise UserError(f"encoder weights file {path} holds a {type(sd).__name__}, not a state dict")
+    sd = {str(k): v for k, v in sd.items() if isinstance(v, Tensor)}
+    if not sd:
+        raise UserError(f"encoder weights file {path} contains no tensors")
+    sd = _strip_prefix(sd, "module.", only_those=False)  # DDP
+    sd = _strip_prefix(sd, "teacher.", only_those=True)  # DINOv2 training checkpoints
+    sd = _strip_prefix(sd, "backbone.", only_those=True)  # DINO wrapper; drops the DINO head
+    sd = _strip_prefix(sd, "vit.", only_those=False)  # a FrozenViT.state_dict() from this module
+    if "decoder_embed.weight" in sd:  # MAE pretraining checkpoint with its decoder
+        sd = {k: v for k, v in sd.items() if not (k.startswith("decoder") or k == "mask_token")}
+    return sd
+
+
+class FrozenViT(nn.Module):
+    """A timm ViT that returns last-block patch tokens of [0, 1] images, frozen by default.
+
+    Blocks with index >= ``finetune_blocks_after`` are trainable (SPOT stage 2); everything else
+    (patch embedding, positional embedding, CLS/register tokens, final norm) is frozen. The ViT
+    always runs in eval mode, as SPOT's ``forward_encoder`` does.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        pretrained: bool = True,
+        weights_path: str | None = None,
+        finetune_blocks_after: int = 100,
+        final_norm: bool = False,
+        model_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.timm_name = resolve_encoder_name(name)
+        self.final_norm = bool(final_norm)
+        self.finetune_blocks_after = int(finetune_blocks_after)
+        small = name in SMALL_ENCODERS
+        kwargs: dict[str, Any] = dict(SMALL_ENCODERS[name][1]) if small else {}
+        kwargs.update(model_overrides or {})
+        kwargs.update(num_classes=0, dynamic_img_size=True)
+
+        if weights_path is not None:
+            # An explicit file wins over `pretrained`: it is the stronger statement of intent.
+            vit = self._create(pretrained=False, kwargs=kwargs)
+            self._load_weights(vit, weights_path)
+            self.weights_source = str(weights_path)
+        elif pretrained:
+            if small:
+                raise UserError(f"encoder {name} is a small test config without pretrained weights; "
+                                "pass --no_pretrained for random weights or --encoder_weights PATH")
+            cfg = timm.models.get_pretrained_cfg(self.timm_name)
+            if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+                # timm would fall back to random weights with only a log line (pitfall 22).
+                raise UserError(f"timm has no pretrained weights for {self.timm_name}; pass "
+                                "--encoder_weights PATH, or --no_pretrained for random weights")
+            try:
+                vit = timm.create_model(self.timm_name, pretrained=True, **kwargs)
+            except TypeError:
+                raise  # bad model_overrides: a programming error, not a download failure
+            except Exception as err:
+                raise UserError(
+                    f"could not fetch pretrained weights for {name} ({_short(err)}); download them "
+                    "elsewhere and pass --encoder_weights PATH, or pass --no_pretrained for random weights"
+                ) from err
+            self.weights_source = "timm-hub"
+        else:
+            vit = self._create(pretrained=False, kwargs=kwargs)
+            self.weights_source = "random"
+        self.is_pretrained = self.weights_source != "random"
+
+        if not isinstance(vit, VisionTransformer):
+            raise UserError(f"encoder {name} ({self.timm_name}) is not a plain timm VisionTransformer")
+        self.vit = vit
+        patch = tuple(vit.patch_embed.patch_size)
+        if patch[0] != patch[1]:
+            raise UserError(f"encoder {name} has a non-square patch {patch}; only square patches work")
+        self.patch_size: int = int(patch[0])
+        self.embed_dim: int = int(vit.embed_dim)
+        self.num_prefix_tokens: int = int(vit.num_prefix_tokens)
+        self.depth: int = len(vit.blocks)
+
+        # Random small configs use ImageNet statistics like DINO; named models use their own.
+        pcfg = getattr(vit, "pretrained_cfg", None) or {}
+        mean = IMAGENET_MEAN if small else tuple(pcfg.get("mean", IMAGENET_MEAN))
+        std = IMAGENET_STD if small else tuple(pcfg.get("std", IMAGENET_STD))
+        # Non-persistent: the state dict stays a plain timm ViT state dict (loadable as weights).
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+        for pname, param in self.vit.named_parameters():
+            m = re.match(r"blocks\.(\d+)\.", pname)
+            param.requires_grad_(m is not None and int(m.group(1)) >= self.finetune_blocks_after)
+        self.train(self.training)
+
+    # ------------------------------------------------------------------ construction helpers
+    def _create(self, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
+        return timm.create_model(self.timm_name, pretrained=pretrained, **kwargs)
+
+    def _load_weights(self, vit: nn.Module, path: str) -> None:
+        """Load a local weights file strictly (classifier-head keys excepted)."""
+        sd = _unwrap_state_dict(_load_file(path), path)
+        # timm's filter would silently resample a patch embedding of another patch size:
+        # a wrong file for this encoder must fail instead.
+        w = sd.get("patch_embed.proj.weight")
+        want = vit.patch_embed.proj.weight.shape
+        if w is not None and w.ndim == 4 and tuple(w.shape[-2:]) != tuple(want[-2:]):
+            raise UserError(f"encoder weights file {path} has patch size {tuple(w.shape[-2:])}, but "
+                            f"{self.name} ({self.timm_name}) uses {tuple(want[-2:])}; pick the matching encoder")
+        try:
+            # Converts original DINOv2 keys (register tokens, mask token) and resamples pos_embed.
+            sd = checkpoint_filter_fn(dict(sd), vit)
+        except Exception as err:
+            raise UserError(f"encoder weights file {path} does not fit {self.timm_name} ({_short(err)})") from err
+        own = vit.state_dict()
+        unexpected = [k for k in sd if k not in own and not _HEAD_KEY.match(k)]
+        missing = [k for k in own if k not in sd and not _HEAD_KEY.match(k)]
+        wrong = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                 if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
+        if missing or unexpected or wrong:
+            parts = []
+            if wrong:
+                parts.append(f"{len(wrong)} wrong shapes (file vs model) e.g. {', '.join(wrong[:3])}")
+            if missing:
+                parts.append(f"{len(missing)} missing keys e.g. {', '.join(missing[:4])}")
+            if unexpected:
+                parts.append(f"{len(unexpected)} unexpected keys e.g. {', '.join(unexpected[:4])}")
+            raise UserError(f"encoder weights file {path} does not match {self.name} ({self.timm_name}): "
+                            + "; ".join(parts))
+        vit.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
+
+    # ------------------------------------------------------------------ mode and freezing
+    def train(self, mode: bool = True) -> "FrozenViT":
+        """Set the module flag but keep the ViT in eval mode (no dropout/drop-path, as in SPOT)."""
+        super().train(mode)
+        self.vit.eval()
+        return self
+
+    @property
+    def trainable(self) -> bool:
+        """Whether any encoder parameter receives gradients."""
+        return any(p.requires_grad for p in self.vit.parameters())
+
+    @property
+    def cache_tag(self) -> str:
+        """Identifies the features this encoder produces (for a precomputed-feature cache)."""
+        return f"{self.timm_name}|{self.weights_source}|final_norm={int(self.final_norm)}"
+
+    def _first_trainable_block(self) -> int:
+        """Blocks before this index (and the token stem) can run without autograd."""
+        for pname, param in self.vit.named_parameters():
+            if param.requires_grad and not pname.startswith("blocks.") and not pname.startswith("norm.") \
+                    and not _HEAD_KEY.match(pname):
+                return 0  # e.g. someone unfroze the patch embedding
+        for i, blk in enumerate(self.vit.blocks):
+            if any(p.requires_grad for p in blk.parameters()):
+                return i
+        return self.depth
+
+    # ------------------------------------------------------------------ forward
+    def token_grid(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
+        """Token grid (h, w) for an image size; sides must be multiples of the patch size."""
+        h, w = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
+        for side in (h, w):
+            if side <= 0 or side % self.patch_size:
+                good = max(self.patch_size, round(side / self.patch_size) * self.patch_size)
+                raise UserError(f"image size {side} is not a multiple of the encoder's patch size "
+                                f"{self.patch_size} ({self.name}); use e.g. {good}")
+        return h // self.patch_size, w // self.patch_size
+
+    def num_tokens(self, image_size: int | tuple[int, int]) -> int:
+        """Number of patch tokens (h * w) the encoder returns for an image size."""
+        h, w = self.token_grid(image_size)
+        return h * w
+
+    def _interpolated_pos_embed(self, gh: int, gw: int) -> Tensor:
+        """Positional embedding for a (gh, gw) token grid, interpolated as DINO/DINOv2 do.
+
+        Official DINO and DINOv2 resize with bicubic, no antialias and a scale factor of
+        (g + 0.1) / g0; timm antialiases, which differs when shrinking (DINOv2 518 -> 224 px).
+        """
+        pos = self.vit.pos_embed
+        g0h, g0w = self.vit.patch_embed.grid_size
+        n_pre = 0 if self.vit.no_embed_class else self.num_prefix_tokens
+        if (gh, gw) == (g0h, g0w):
+            return pos
+        dtype = pos.dtype
+        prefix, patches = pos[:, :n_pre].float(), pos[:, n_pre:].float()
+        dim = patches.shape[-1]
+        patches = F.interpolate(
+            patches.reshape(1, g0h, g0w, dim).permute(0, 3, 1, 2),
+            scale_factor=((gh + 0.1) / g0h, (gw + 0.1) / g0w),
+            mode="bicubic",
+            align_corners=False,
+        )
+        assert patches.shape[-2:] == (gh, gw), (patches.shape, gh, gw)
+        patches = patches.permute(0, 2, 3, 1).reshape(1, gh * gw, dim)
+        return torch.cat([prefix, patches], dim=1).to(dtype)
+
+    def _tokens(self, x: Tensor, gh: int, gw: int) -> Tensor:
+        """Patch embedding + prefix tokens + positional embedding (DINO's ``prepare_tokens``)."""
+        vit = self.vit
+        x = vit.patch_embed(x)  # [B, gh, gw, D] with dynamic_img_size
+        x = x.reshape(x.shape[0], gh * gw, x.shape[-1])
+        prefix = []
+        if vit.cls_token is not None:
+            prefix.append(vit.cls_token.expand(x.shape[0], -1, -1))
+        if vit.reg_token is not None:
+            prefix.append(vit.reg_token.expand(x.shape[0], -1, -1))
+        pos = self._interpolated_pos_embed(gh, gw)
+        if vit.no_embed_class:  # DINOv2-reg in timm: pos covers the patches only
+            x = x + pos
+            x = torch.cat(prefix + [x], dim=1)
+        else:
+            x = torch.cat(prefix + [x], dim=1) + pos
+        x = vit.pos_drop(x)
+        x = vit.patch_drop(x)
+        return vit.norm_pre(x)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """[B, 3, H, W] images in [0, 1] -> last-block patch tokens [B, h*w, D]."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images [B, 3, H, W], got {tuple(images.shape)}")
+        gh, gw = self.token_grid((images.shape[-2], images.shape[-1]))
+        if self.vit.training:  # someone called .train() on the inner ViT directly
+            self.vit.eval()
+        k = self._first_trainable_block()
+        grad_wanted = torch.is_grad_enabled()
+        with torch.no_grad():  # frozen part: no activations kept for backward
+            x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+            x = self._tokens(x, gh, gw)
+            for blk in self.vit.blocks[:k]:
+                x = blk(x)
+        with torch.set_grad_enabled(grad_wanted):
+            for blk in self.vit.blocks[k:]:
+                x = blk(x)
+            if self.final_norm:
+                x = self.vit.norm(x)
+        return x[:, self.num_prefix_tokens:]
+
+    def extra_repr(self) -> str:
+        return (f"name={self.name}, timm_name={self.timm_name}, weights={self.weights_source}, "
+                f"patch_size={self.patch_size}, embed_dim={self.embed_dim}, "
+                f"finetune_blocks_after={self.finetune_blocks_after}, final_norm={self.final_norm}")
+
+
+def build_encoder(
+    name: str,
+    pretrained: bool = True,
+    weights_path: str | None = None,
+    finetune_blocks_after: int = 100,
+    final_norm: bool = False,
+    model_overrides: dict[str, Any] | None = None,
+) -> FrozenViT:
+    """Build a :class:`FrozenViT` (see there)."""
+    return FrozenViT(name, pretrained=pretrained, weights_path=weights_path,
+                     finetune_blocks_after=finetune_blocks_after, final_norm=final_norm,
+                     model_overrides=model_overrides)

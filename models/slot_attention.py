@@ -1,0 +1,167 @@
+"""The one slot attention module of the project (Locatello et al. 2020, as used by SPOT/DINOSAUR).
+
+Behaviour follows the SPOT/OCLF code described in ``spec/spot_dinosaur.md`` section 2.2:
+keys are pre-scaled, the softmax runs over slots (over heads x slots jointly, as SPOT does),
+``eps`` is added after that softmax and the weights are renormalised over the inputs
+(weighted mean), and the update is a GRU followed by a residual MLP.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+InitMethod = Literal["shared_gaussian", "embedding"]
+Truncation = Literal["none", "bi-level", "fixed-point"]
+INIT_METHODS: tuple[str, ...] = ("shared_gaussian", "embedding")
+TRUNCATIONS: tuple[str, ...] = ("none", "bi-level", "fixed-point")
+
+
+class SlotInitializer(nn.Module):
+    """Initial slots: a shared learned Gaussian (sampled every call) or K learned embeddings."""
+
+    def __init__(self, num_slots: int, slot_dim: int, method: InitMethod = "shared_gaussian") -> None:
+        super().__init__()
+        if method not in INIT_METHODS:
+            raise ValueError(f"unknown slot init method {method!r}; expected one of {INIT_METHODS}")
+        self.num_slots, self.slot_dim, self.method = num_slots, slot_dim, method
+        if method == "shared_gaussian":
+            self.mu = nn.Parameter(torch.empty(1, 1, slot_dim))
+            self.log_sigma = nn.Parameter(torch.empty(1, 1, slot_dim))
+            nn.init.xavier_uniform_(self.mu)
+            nn.init.xavier_uniform_(self.log_sigma)
+        else:
+            self.embedding = nn.Parameter(torch.empty(num_slots, slot_dim))
+            nn.init.xavier_uniform_(self.embedding)
+
+    def forward(self, batch_size: int, num_slots: int | None = None) -> torch.Tensor:
+        """Return initial slots [B, K, D]; Gaussian samples use the global torch RNG."""
+        if self.method == "embedding":
+            if num_slots not in (None, self.num_slots):
+                raise ValueError("embedding init has a fixed number of slots")
+            return self.embedding.unsqueeze(0).expand(batch_size, -1, -1)
+        k = num_slots or self.num_slots
+        noise = torch.randn(batch_size, k, self.slot_dim, device=self.mu.device, dtype=self.mu.dtype)
+        return self.mu + self.log_sigma.exp() * noise
+
+
+class SlotAttention(nn.Module):
+    """Iterative slot attention over a set of input features.
+
+    Args:
+        input_dim: feature dim of the inputs (keys/values are projected from it).
+        slot_dim: slot dim D_s.
+        num_slots: K.
+        num_iterations: attention iterations (3 in SPOT/DINOSAUR).
+        num_heads: attention heads; the softmax runs over heads x slots jointly as in SPOT.
+        mlp_hidden_dim: hidden width of the residual slot MLP.
+        eps: added to the attention after the softmax over slots, before the weighted mean.
+        init_method: ``shared_gaussian`` (stochastic) or ``embedding`` (deterministic).
+        truncate: gradient truncation applied at the start of the last iteration:
+            ``none``, ``fixed-point`` (detach) or ``bi-level`` (detach + straight-through to the init).
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        slot_dim: int = 256,
+        num_slots: int = 7,
+        num_iterations: int = 3,
+        num_heads: int = 1,
+        mlp_hidden_dim: int = 1024,
+        eps: float = 1e-8,
+        init_method: InitMethod = "shared_gaussian",
+        truncate: Truncation = "none",
+    ) -> None:
+        super().__init__()
+        if slot_dim % num_heads:
+            raise ValueError(f"slot_dim {slot_dim} is not divisible by num_heads {num_heads}")
+        if truncate not in TRUNCATIONS:
+            raise ValueError(f"unknown truncation {truncate!r}; expected one of {TRUNCATIONS}")
+        self.num_slots, self.num_iterations, self.num_heads = num_slots, num_iterations, num_heads
+        self.slot_dim, self.eps, self.truncate = slot_dim, eps, truncate
+        self.scale = (slot_dim // num_heads) ** -0.5
+
+        self.init = SlotInitializer(num_slots, slot_dim, init_method)
+        self.norm_inputs = nn.LayerNorm(input_dim)
+        self.norm_slots = nn.LayerNorm(slot_dim)
+        self.norm_mlp = nn.LayerNorm(slot_dim)
+        self.to_q = nn.Linear(slot_dim, slot_dim, bias=False)
+        self.to_k = nn.Linear(input_dim, slot_dim, bias=False)
+        self.to_v = nn.Linear(input_dim, slot_dim, bias=False)
+        self.gru = nn.GRUCell(slot_dim, slot_dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(slot_dim, mlp_hidden_dim), nn.ReLU(inplace=True), nn.Linear(mlp_hidden_dim, slot_dim)
+        )
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        # SPOT's scheme (xavier projections, orthogonal recurrent weights): it breaks slot
+        # symmetry much faster than PyTorch defaults.
+        for linear in (self.to_q, self.to_k, self.to_v):
+            nn.init.xavier_uniform_(linear.weight)
+        nn.init.xavier_uniform_(self.gru.weight_ih)
+        nn.init.orthogonal_(self.gru.weight_hh)
+        nn.init.zeros_(self.gru.bias_ih)
+        nn.init.zeros_(self.gru.bias_hh)
+        nn.init.kaiming_uniform_(self.mlp[0].weight, nonlinearity="relu")
+        nn.init.zeros_(self.mlp[0].bias)
+        nn.init.xavier_uniform_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def step(
+        self, slots: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One iteration. slots [B, K, D], keys/values [B, H, N, D/H].
+
+        Returns (new slots [B, K, D], attention normalised over slots [B, N, K],
+        attention logits [B, H, N, K]).
+        """
+        b, k, d = slots.shape
+        h = self.num_heads
+        queries = self.to_q(self.norm_slots(slots)).view(b, k, h, d // h).transpose(1, 2)  # [B, H, K, d]
+        logits = torch.einsum("bhnd,bhkd->bhnk", keys, queries)  # [B, H, N, K]
+        n = logits.shape[2]
+        # Softmax in fp32: slots compete for every input (over heads x slots, as SPOT).
+        attn = logits.float().permute(0, 2, 1, 3).reshape(b, n, h * k).softmax(dim=-1)
+        attn = attn.view(b, n, h, k).permute(0, 2, 1, 3)  # [B, H, N, K]
+        attn_vis = attn.sum(dim=1)  # [B, N, K], sums to one over slots
+        weights = attn + self.eps
+        weights = weights / weights.sum(dim=2, keepdim=True)  # weighted mean over inputs
+        updates = torch.einsum("bhnk,bhnd->bhkd", weights.to(values.dtype), values)
+        updates = updates.transpose(1, 2).reshape(b * k, d)
+        slots = self.gru(updates, slots.reshape(b * k, d)).view(b, k, d)
+        slots = slots + self.mlp(self.norm_mlp(slots))
+        return slots, attn_vis, logits
+
+    def forward(self, inputs: torch.Tensor, num_slots: int | None = None) -> dict[str, torch.Tensor]:
+        """inputs [B, N, input_dim] -> dict(slots [B, K, D], attn [B, K, N], attn_logits [B, N, K]).
+
+        ``attn`` is the last iteration's attention (computed with the pre-update slots),
+        normalised over slots and taken before ``eps``; ``attn_logits`` are that iteration's raw
+        logits (summed over heads when there are several), used as distillation logits.
+        """
+        b, n, _ = inputs.shape
+        h = self.num_heads
+        inputs = self.norm_inputs(inputs)
+        keys = (self.to_k(inputs) * self.scale).view(b, n, h, -1).transpose(1, 2)  # [B, H, N, d]
+        values = self.to_v(inputs).view(b, n, h, -1).transpose(1, 2)
+        slots_init = self.init(b, num_slots)
+        slots = slots_init
+        attn = logits = None
+        for iteration in range(self.num_iterations):
+            if iteration == self.num_iterations - 1 and self.truncate != "none":
+                slots = slots.detach()
+                if self.truncate == "bi-level":
+                    # Straight-through: forward value unchanged, gradient reaches the init.
+                    slots = slots + slots_init - slots_init.detach()
+            slots, attn, logits = self.step(slots, keys, values)
+        assert attn is not None and logits is not None
+        return {
+            "slots": slots,
+            "slots_init": slots_init,
+            "attn": attn.transpose(1, 2),
+            "attn_logits": logits.sum(dim=1),
+        }
+

@@ -1,0 +1,67 @@
+#!/usr/bin/env python
+"""SPOT stage 1 (``--train_permutations random``) and DINOSAUR (``--train_permutations standard``).
+
+Example (SPOT README): python train_spot.py --dataset coco --data_path /path/to/COCO2017 --epochs 50 \
+    --num_slots 7 --train_permutations random --eval_permutations standard --log_path logs/spot_teacher_coco
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from datasets import build_dataset, limit
+from models import build_encoder_from_spec
+from models.spot import SPOT, SPOTConfig, add_model_args, check_config
+from utils.cli import add_data_args, add_encoder_args, add_train_args, encoder_spec, every_n_epochs, parse_train_args
+from utils.errors import run_cli
+from utils.run import select_device
+from utils.schedules import WarmupCosine, spot_warmup_steps
+from utils.train import Trainer, TrainConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_args(parser)
+    add_encoder_args(parser)
+    add_model_args(parser)
+    add_train_args(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args, run_dir, checkpoint = parse_train_args(build_parser(), argv)
+    config = SPOTConfig.from_args(args)
+    check_config(config)
+    device = select_device(args.device)
+    enc = encoder_spec(args)
+    model = SPOT(build_encoder_from_spec(enc), config).to(device)
+    train_set = build_dataset(args.dataset, "train", args.image_size, args.val_mask_size, args.data_path, args.train_samples, args.seed)
+    val_set = limit(build_dataset(args.dataset, "val", args.image_size, args.val_mask_size, args.data_path, args.val_samples, args.seed), args.val_samples)
+    train_set = limit(train_set, args.train_samples)
+
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr_main)
+    steps_per_epoch = len(train_set) // args.batch_size
+    warmup = spot_warmup_steps(args.lr_warmup_steps, len(train_set), args.batch_size, steps_per_epoch)
+    schedule = WarmupCosine(args.lr_main, args.lr_min, args.epochs * steps_per_epoch, warmup)
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size,
+        num_workers=args.num_workers,
+        clip=args.clip,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        viz_every=every_n_epochs(args.eval_viz_percent, args.epochs),
+        max_steps=args.max_steps,
+        checkpoint_every=args.checkpoint_every,
+    )
+    meta = {"method": "spot", "model_config": config.to_dict(), "encoder": enc, "args": vars(args)}
+    trainer = Trainer(model, optimizer, schedule, train_set, val_set, device, run_dir, cfg, meta)
+    if checkpoint is not None:
+        trainer.load(checkpoint)
+    return trainer.fit()
+
+
+if __name__ == "__main__":
+    run_cli(main)

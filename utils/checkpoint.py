@@ -1,0 +1,102 @@
+"""Atomic checkpoints that store only what cannot be rebuilt, and strict loading with clear errors."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from utils.errors import UserError
+
+CHECKPOINT_NAME = "checkpoint.pt.tar"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (temporary file in the same folder + rename).
+
+    A crash while writing leaves the previous checkpoint intact.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format_version": FORMAT_VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """Accept a checkpoint file or a run folder holding ``checkpoint.pt.tar``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found; pass a run folder or its {CHECKPOINT_NAME}")
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint on the CPU, refusing files that are not this project's checkpoints."""
+    path = resolve_checkpoint(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises several types for truncated/garbage files
+        raise UserError(f"checkpoint {path} is unreadable or truncated ({type(err).__name__}); use another one") from err
+    if not isinstance(state, dict) or "model" not in state or "method" not in state:
+        raise UserError(f"{path} is not a checkpoint written by this project's training scripts")
+    return state
+
+
+def _excluded_prefixes(model: nn.Module) -> list[str]:
+    """Submodules whose frozen weights are rebuilt from the encoder identifier, not stored."""
+    prefixes = []
+    for name, module in model.named_modules():
+        if getattr(module, "is_pretrained", False) and name:
+            prefixes.append(name + ".")
+    return prefixes
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state_dict without frozen pretrained encoder weights.
+
+    Trainable encoder parameters (fine-tuned blocks) are kept; random-init encoders are kept
+    whole, since they cannot be rebuilt from a name.
+    """
+    prefixes = _excluded_prefixes(model)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {
+        k: v
+        for k, v in model.state_dict().items()
+        if k in trainable or not any(k.startswith(p) for p in prefixes)
+    }
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Strictly load ``state`` (as written by :func:`model_state`), naming any mismatched keys."""
+    expected = model_state(model)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shape = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
+        if shape:
+            k = shape[0]
+            parts.append(f"shape of {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}")
+        raise UserError(
+            f"{source} does not match the model configuration ({'; '.join(parts)}); "
+            "it was trained with other model flags"
+        )
+    model.load_state_dict(state, strict=False)  # frozen encoder keys are intentionally absent

@@ -1,0 +1,58 @@
+"""Run logging: console lines, TensorBoard scalars/images and ``metrics.jsonl``."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from torch.utils.tensorboard import SummaryWriter
+
+METRICS_JSONL = "metrics.jsonl"
+METRICS_JSON = "metrics.json"
+
+
+def get_logger(name: str = "ocl") -> logging.Logger:
+    """A console logger with a short format, configured once."""
+    logger = logging.getLogger(name)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    """Write one JSON document (NaN becomes null so every JSON reader accepts it)."""
+    with open(path, "w") as f:
+        json.dump({k: _jsonable(v) for k, v in record.items()}, f, indent=2)
+        f.write("\n")
+
+
+class RunLogger:
+    """TensorBoard writer plus an append-only ``metrics.jsonl`` in the run folder."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.writer = SummaryWriter(str(run_dir))
+
+    def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
+        for key, value in values.items():
+            self.writer.add_scalar(f"{prefix}/{key}", value, step)
+
+    def eval_record(self, record: dict[str, Any]) -> None:
+        """Append one evaluation (step, epoch, metrics) to metrics.jsonl."""
+        with open(self.run_dir / METRICS_JSONL, "a") as f:
+            f.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
+
+    def close(self) -> None:
+        self.writer.close()

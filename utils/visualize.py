@@ -1,0 +1,66 @@
+"""Mask visualisations: coloured label maps, overlays and image grids written as PNG."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+
+def palette(num_colors: int = 256) -> np.ndarray:
+    """The PASCAL VOC / DAVIS palette [num_colors, 3] uint8 (0 = black background)."""
+    colors = np.zeros((num_colors, 3), dtype=np.uint8)
+    for i in range(num_colors):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        colors[i] = (r, g, b)
+    return colors
+
+
+_PALETTE = palette()
+
+
+def colorize(labels: torch.Tensor) -> torch.Tensor:
+    """Label map [H, W] (int) -> RGB float [3, H, W] in [0, 1]; label i gets palette colour i+1."""
+    rgb = torch.from_numpy(_PALETTE[(labels.cpu().numpy() + 1) % 256]).float() / 255
+    return rgb.permute(2, 0, 1)
+
+
+def overlay(image: torch.Tensor, labels: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+    """Blend a label map [h, w] (resized with nearest to the image) over an image [3, H, W]."""
+    labels = _resize_labels(labels, image.shape[-2:])
+    return (1 - alpha) * image.cpu() + alpha * colorize(labels)
+
+
+def _resize_labels(labels: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels.cpu()
+    return F.interpolate(labels[None, None].float().cpu(), size=tuple(size), mode="nearest")[0, 0].long()
+
+
+def save_mask_grid(
+    path: str | os.PathLike,
+    images: torch.Tensor,
+    rows: dict[str, torch.Tensor],
+    max_images: int = 8,
+) -> None:
+    """Write a PNG with one column per image: the image, then one overlay per label-map row.
+
+    images [B, 3, H, W] in [0, 1]; rows maps a name (e.g. "ground truth", "decoder masks") to a
+    label map [B, h, w]. The row order is the dict order.
+    """
+    n = min(max_images, images.shape[0])
+    tiles = []
+    for i in range(n):
+        image = images[i].detach().float().cpu().clamp(0, 1)
+        column = [image] + [overlay(image, labels[i].detach()) for labels in rows.values()]
+        tiles.append(torch.cat(column, dim=1))  # stack vertically
+    grid = torch.cat(tiles, dim=2)  # images side by side
+    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(array).save(path)
