@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="val", help="dataset split to evaluate")
     parser.add_argument("--baselines", action="store_true", help="also score one-slot and fixed-grid baselines")
     parser.add_argument("--log_path", default=None, help="folder for metrics.json/masks.png (default: beside the checkpoint)")
-    parser.add_argument("--progress", type=bool, default=True)
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     return parser
 
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     dataset = build_dataset(args.dataset, args.split, config.image_size, args.val_mask_size, args.data_path, args.val_samples, args.seed)
     dataset = limit(dataset, args.val_samples)
     loader = make_loader(dataset, args.eval_batch_size, args.num_workers, None, args.seed, False)
-    result = evaluate(model, loader, device, seed=args.seed, progress=args.progress)
+    result = evaluate(model, loader, device, seed=args.seed, progress=not args.no_progress)
     rows = {"model (decoder masks)": result["metrics"]}
     if "fg_ari_slots" in result["metrics"]:
         rows["model (slot-attention masks)"] = {k: result["metrics"].get(f"{k}_slots") for k in TABLE_METRICS}

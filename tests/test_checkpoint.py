@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from utils.checkpoint import load_checkpoint, load_model_state, model_state, save_checkpoint
+from utils.errors import UserError
+
+
+class Encoder(nn.Module):
+    def __init__(self, pretrained: bool) -> None:
+        super().__init__()
+        self.is_pretrained = pretrained
+        self.frozen = nn.Linear(3, 3).requires_grad_(False)
+        self.tuned = nn.Linear(3, 3)
+
+
+class Model(nn.Module):
+    def __init__(self, pretrained: bool = True, width: int = 4) -> None:
+        super().__init__()
+        self.encoder = Encoder(pretrained)
+        self.head = nn.Linear(3, width)
+
+
+def test_pretrained_frozen_weights_are_not_stored_but_trainable_ones_are() -> None:
+    keys = set(model_state(Model(pretrained=True)))
+    assert keys == {"encoder.tuned.weight", "encoder.tuned.bias", "head.weight", "head.bias"}
+    # A random encoder cannot be rebuilt from its name: everything is stored.
+    assert {"encoder.frozen.weight", "encoder.frozen.bias"} <= set(model_state(Model(pretrained=False)))
+
+
+def test_round_trip_and_mismatch_message(tmp_path: Path) -> None:
+    source = Model()
+    save_checkpoint(tmp_path / "c.pt.tar", {"method": "toy", "model": model_state(source)})
+    state = load_checkpoint(tmp_path / "c.pt.tar")["model"]
+    target = Model()
+    load_model_state(target, state)
+    torch.testing.assert_close(target.head.weight, source.head.weight)
+    with pytest.raises(UserError, match=r"shape of head.bias: checkpoint \(4,\) vs model \(5,\)"):
+        load_model_state(Model(width=5), state)
+    with pytest.raises(UserError, match="missing"):
+        load_model_state(Model(pretrained=False), state)
+
+
+def test_atomic_save_keeps_previous_file_on_failure(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.pt.tar"
+    save_checkpoint(path, {"method": "toy", "model": {"w": torch.ones(1)}})
+    before = path.read_bytes()
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        save_checkpoint(path, {"method": "toy", "model": {}, "bad": Unpicklable()})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt.tar"]
+
+
+def test_not_a_checkpoint(tmp_path: Path) -> None:
+    torch.save({"weights": 1}, tmp_path / "x.pt")
+    with pytest.raises(UserError, match="not a checkpoint written by this project"):
+        load_checkpoint(tmp_path / "x.pt")
