@@ -80,6 +80,13 @@ class SPOT(nn.Module):
         self.encoder = encoder
         # A frozen copy for targets only matters when some encoder blocks are fine-tuned.
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False) if config.use_second_encoder else None
+        from utils.errors import UserError
+
+        for flag, heads, width in (("num_heads", config.num_heads, encoder.embed_dim),
+                                   ("num_cross_heads", config.num_cross_heads or config.num_heads, encoder.embed_dim),
+                                   ("slot_attention_heads", config.slot_attention_heads, config.slot_size)):
+            if width % heads:
+                raise UserError(f"--{flag} {heads} does not divide the width {width}; pick a divisor of {width}")
         self.grid = encoder.token_grid(config.image_size)
         num_tokens = self.grid[0] * self.grid[1]
         dim = encoder.embed_dim
