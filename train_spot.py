@@ -11,7 +11,7 @@ import argparse
 import torch
 
 from datasets import build_dataset, limit
-from models import build_encoder_from_spec
+from models import build_encoder_from_spec, encoder_fingerprint
 from models.spot import SPOT, SPOTConfig, add_model_args, check_config
 from utils.cli import add_data_args, add_encoder_args, add_train_args, encoder_spec, every_n_epochs, parse_train_args
 from utils.errors import run_cli
@@ -34,8 +34,12 @@ def main(argv: list[str] | None = None) -> dict:
     config = SPOTConfig.from_args(args)
     check_config(config)
     device = select_device(args.device)
-    enc = encoder_spec(args)
-    model = SPOT(build_encoder_from_spec(enc), config).to(device)
+    # On resume the stored record (with its weights fingerprint) must rebuild the same encoder.
+    enc = dict(checkpoint["encoder"]) if checkpoint is not None else encoder_spec(args)
+    encoder = build_encoder_from_spec(enc)
+    if encoder.is_pretrained and "fingerprint" not in enc:
+        enc["fingerprint"] = encoder_fingerprint(encoder)
+    model = SPOT(encoder, config).to(device)
     train_set = build_dataset(args.dataset, "train", args.image_size, args.val_mask_size, args.data_path, args.train_samples, args.seed)
     val_set = limit(build_dataset(args.dataset, "val", args.image_size, args.val_mask_size, args.data_path, args.val_samples, args.seed), args.val_samples)
     train_set = limit(train_set, args.train_samples)

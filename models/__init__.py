@@ -8,17 +8,35 @@ from torch import nn
 from utils.errors import UserError
 
 
+def encoder_fingerprint(encoder: nn.Module) -> float:
+    """A cheap checksum of an encoder's weights (sum of |w| in float64)."""
+    return float(sum(p.detach().double().abs().sum() for p in encoder.parameters()))
+
+
 def build_encoder_from_spec(spec: dict[str, Any]):
-    """Build the frozen ViT described by a checkpoint's ``encoder`` record."""
+    """Build the frozen ViT described by a checkpoint's ``encoder`` record.
+
+    When the record holds a fingerprint of pretrained weights, the rebuilt encoder must match
+    it: features from other weights would give silently wrong results.
+    """
     from models.encoders import FrozenViT
 
-    return FrozenViT(
+    encoder = FrozenViT(
         spec["name"],
         pretrained=spec["pretrained"],
         weights_path=spec.get("weights_path"),
         finetune_blocks_after=spec.get("finetune_blocks_after", 100),
         final_norm=spec.get("final_norm", False),
     )
+    expected = spec.get("fingerprint")
+    if expected is not None and encoder.is_pretrained:
+        actual = encoder_fingerprint(encoder)
+        if abs(actual - expected) > 1e-6 * max(abs(expected), 1.0):
+            raise UserError(
+                f"the weights of encoder {spec['name']} ({encoder.weights_source}) differ from those used in "
+                "training; pass the original file with --encoder_weights"
+            )
+    return encoder
 
 
 def build_model(method: str, model_config: dict[str, Any], encoder_spec: dict[str, Any]) -> nn.Module:

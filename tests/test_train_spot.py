@@ -146,3 +146,23 @@ def test_bad_eval_input_is_one_line(tmp_path: Path) -> None:
         result = run_cli("eval_spot.py", "--dataset", "shapes", "--val_samples", "4", "--num_workers", "0", *args)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and message in lines[0], (args, result.stderr)
+
+
+def test_local_encoder_weights_are_not_stored_and_must_match_on_eval(tmp_path: Path) -> None:
+    from models.encoders import FrozenViT
+
+    torch.manual_seed(1)
+    weights = tmp_path / "encoder.pth"
+    torch.save(FrozenViT("vit_micro_p8", pretrained=False).state_dict(), weights)
+    run = train(tmp_path / "logs", *DINOSAUR, "--encoder_weights", str(weights), epochs=1)
+    ckpt = load_checkpoint(run)
+    assert not any(k.startswith("encoder.") for k in ckpt["model"])
+    assert ckpt["encoder"]["weights_path"] == str(weights.resolve())
+    common = ["--checkpoint_path", str(run), "--dataset", "shapes", "--val_samples", "4", "--num_workers", "0",
+              "--no_progress"]
+    eval_spot.main(common)
+    torch.manual_seed(2)
+    other = tmp_path / "other.pth"
+    torch.save(FrozenViT("vit_micro_p8", pretrained=False).state_dict(), other)
+    with pytest.raises(UserError, match="differ from those used in training"):
+        eval_spot.main([*common, "--encoder_weights", str(other)])
