@@ -32,10 +32,17 @@ def colorize(labels: torch.Tensor) -> torch.Tensor:
     return rgb.permute(2, 0, 1)
 
 
-def overlay(image: torch.Tensor, labels: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
-    """Blend a label map [h, w] (resized with nearest to the image) over an image [3, H, W]."""
+def overlay(image: torch.Tensor, labels: torch.Tensor, alpha: float = 0.5, background: bool = False) -> torch.Tensor:
+    """Blend a label map [h, w] (resized with nearest to the image) over an image [3, H, W].
+
+    With ``background=True`` label 0 is ground-truth background: left unblended, and object i
+    gets the same colour as slot i - 1 would.
+    """
     labels = _resize_labels(labels, image.shape[-2:])
-    return (1 - alpha) * image.cpu() + alpha * colorize(labels)
+    blended = (1 - alpha) * image.cpu() + alpha * colorize(labels - 1 if background else labels)
+    if background:
+        blended = torch.where(labels == 0, image.cpu(), blended)
+    return blended
 
 
 def _resize_labels(labels: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
@@ -49,17 +56,26 @@ def save_mask_grid(
     images: torch.Tensor,
     rows: dict[str, torch.Tensor],
     max_images: int = 8,
+    ground_truth_rows: tuple[str, ...] = ("ground truth",),
+    min_tile: int = 128,
 ) -> None:
     """Write a PNG with one column per image: the image, then one overlay per label-map row.
 
     images [B, 3, H, W] in [0, 1]; rows maps a name (e.g. "ground truth", "decoder masks") to a
-    label map [B, h, w]. The row order is the dict order.
+    label map [B, h, w]. The row order is the dict order; rows named in ``ground_truth_rows``
+    treat 0 as background. Small images are enlarged (nearest) so that a tile is at least
+    ``min_tile`` pixels high.
     """
     n = min(max_images, images.shape[0])
+    scale = max(1, -(-min_tile // images.shape[-2]))
     tiles = []
     for i in range(n):
         image = images[i].detach().float().cpu().clamp(0, 1)
-        column = [image] + [overlay(image, labels[i].detach()) for labels in rows.values()]
+        if scale > 1:
+            image = F.interpolate(image[None], scale_factor=scale, mode="nearest")[0]
+        column = [image] + [
+            overlay(image, labels[i].detach(), background=name in ground_truth_rows) for name, labels in rows.items()
+        ]
         tiles.append(torch.cat(column, dim=1))  # stack vertically
     grid = torch.cat(tiles, dim=2)  # images side by side
     array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
