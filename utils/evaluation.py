@@ -15,6 +15,13 @@ def move_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def _keep(examples: dict[str, torch.Tensor], key: str, values: torch.Tensor, limit: int) -> None:
+    """Collect the first ``limit`` items of ``values`` across batches, on the CPU."""
+    have = examples.get(key, values[:0].cpu())
+    if len(have) < limit:
+        examples[key] = torch.cat([have, values[: limit - len(have)].cpu()])
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -50,19 +57,16 @@ def evaluate(
             mse_sum += float(out["losses"]["mse"]) * b if "mse" in out["losses"] else 0.0
             num_images += b
             gt = batch["mask_instance"]
+            _keep(examples, "image", batch["image"], keep_examples)
+            _keep(examples, "ground truth", gt, keep_examples)
             for source, masks in out["masks"].items():
                 labels = masks_to_labels(masks.float(), tuple(gt.shape[-2:]))
                 meter = meters.setdefault(source, SegmentationMetrics())
                 meter.update(labels, gt, batch.get("mask_class"), batch.get("mask_ignore"))
-                if len(examples.get(source, ())) < keep_examples:
-                    examples[source] = torch.cat([examples.get(source, labels[:0]).cpu(), labels[:keep_examples].cpu()])
-            if len(examples.get("image", ())) < keep_examples:
-                examples["image"] = torch.cat([examples.get("image", batch["image"][:0]).cpu(), batch["image"][:keep_examples].cpu()])
-                examples["ground truth"] = torch.cat([examples.get("ground truth", gt[:0]).cpu(), gt[:keep_examples].cpu()])
+                _keep(examples, source, labels, keep_examples)
     model.train(was_training)
     results: dict[str, Any] = {"mse": mse_sum / max(num_images, 1), "num_images": num_images}
     for source, meter in meters.items():
         suffix = "" if source == primary_masks else f"_{source}"
         results.update({f"{name}{suffix}": value for name, value in meter.compute().items()})
-    examples = {k: v[:keep_examples] for k, v in examples.items()}
     return {"metrics": results, "examples": examples}
