@@ -52,11 +52,13 @@ ENCODER_ALIASES: dict[str, str] = {
 }
 
 # Tiny random-init configs for tests and the CPU quickstart: name -> (timm arch, overrides).
-# They have no pretrained weights.
+# They have no pretrained weights. ``vit_patch_p2`` has no transformer block: its tokens are a
+# frozen random projection of 2x2-pixel patches (local colour), the quickstart's offline
+# stand-in for DINO features; random blocks only blur those colours across tokens.
 SMALL_ENCODERS: dict[str, tuple[str, dict[str, Any]]] = {
     "vit_tiny_p4": ("vit_tiny_patch16_224", dict(patch_size=4, embed_dim=96, depth=2, num_heads=3)),
     "vit_micro_p8": ("vit_tiny_patch16_224", dict(patch_size=8, embed_dim=32, depth=1, num_heads=2)),
-    "vit_patch_p4": ("vit_tiny_patch16_224", dict(patch_size=4, embed_dim=64, depth=0, num_heads=1)),
+    "vit_patch_p2": ("vit_tiny_patch16_224", dict(patch_size=2, embed_dim=64, depth=0, num_heads=1)),
 }
 
 # Keys of a classification head (or of pooling in front of it): never used for patch features,

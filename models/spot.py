@@ -82,9 +82,11 @@ class SPOT(nn.Module):
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False) if config.use_second_encoder else None
         from utils.errors import UserError
 
-        for flag, heads, width in (("num_heads", config.num_heads, encoder.embed_dim),
-                                   ("num_cross_heads", config.num_cross_heads or config.num_heads, encoder.embed_dim),
-                                   ("slot_attention_heads", config.slot_attention_heads, config.slot_size)):
+        head_checks = [("slot_attention_heads", config.slot_attention_heads, config.slot_size)]
+        if config.dec_type == "transformer":
+            head_checks += [("num_heads", config.num_heads, encoder.embed_dim),
+                            ("num_cross_heads", config.num_cross_heads or config.num_heads, encoder.embed_dim)]
+        for flag, heads, width in head_checks:
             if width % heads:
                 raise UserError(f"--{flag} {heads} does not divide the width {width}; pick a divisor of {width}")
         self.grid = encoder.token_grid(config.image_size)
