@@ -17,5 +17,5 @@ LOG_PATH=${LOG_PATH:-runs/quickstart}
   --log_path "$LOG_PATH" "$@"
 
 RUN=$(ls -d "$LOG_PATH"/*/ | sort | tail -n 1)
-.venv/bin/python eval_spot.py --checkpoint_path "$RUN" --dataset shapes --val_samples 256 --baselines
+.venv/bin/python eval_spot.py --checkpoint_path "$RUN" --dataset shapes --val_samples 256 --num_workers 1 --baselines
 echo "masks picture: ${RUN}masks.png"

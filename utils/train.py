@@ -8,6 +8,7 @@ visualisations, TensorBoard and ``metrics.jsonl``, atomic checkpoints and exact 
 from __future__ import annotations
 
 import math
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,13 +86,16 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def make_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: Sampler | None, seed: int, shuffle_drop: bool) -> DataLoader:
-    """DataLoader with its own generator, so building it never consumes the global RNG."""
+    """DataLoader with its own generator, so building it never consumes the global RNG.
+
+    Workers are capped at the machine's core count (more only slows a small machine down).
+    """
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         drop_last=shuffle_drop,
-        num_workers=num_workers,
+        num_workers=min(num_workers, os.cpu_count() or 1),
         pin_memory=torch.cuda.is_available(),
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=False,
