@@ -12,6 +12,7 @@ extras=""
 stamp=".venv/.installed${extras}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".${extras}"
+  # Installs the pinned dependencies only (the project itself runs from this folder).
+  .venv/bin/python -m pip install --quiet ".${extras}"
   touch "$stamp"
 fi
