@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import Tensor, nn
 
+from utils.checkpoint import describe_key_mismatch
 from utils.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -259,20 +260,10 @@ class FrozenViT(nn.Module):
         except Exception as err:
             raise UserError(f"encoder weights file {path} does not fit {self.timm_name} ({_short(err)})") from err
         own = vit.state_dict()
-        unexpected = [k for k in sd if k not in own and not _HEAD_KEY.match(k)]
-        missing = [k for k in own if k not in sd and not _HEAD_KEY.match(k)]
-        wrong = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-                 if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
-        if missing or unexpected or wrong:
-            parts = []
-            if wrong:
-                parts.append(f"{len(wrong)} wrong shapes (file vs model) e.g. {', '.join(wrong[:3])}")
-            if missing:
-                parts.append(f"{len(missing)} missing keys e.g. {', '.join(missing[:4])}")
-            if unexpected:
-                parts.append(f"{len(unexpected)} unexpected keys e.g. {', '.join(unexpected[:4])}")
+        problem = describe_key_mismatch(sd, own, ignore=lambda key: bool(_HEAD_KEY.match(key)))
+        if problem:
             raise UserError(f"encoder weights file {path} does not match {self.name} ({self.timm_name}): "
-                            + "; ".join(parts))
+                            + problem)
         vit.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
 
     # ------------------------------------------------------------------ mode and freezing

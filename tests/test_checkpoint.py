@@ -37,7 +37,7 @@ def test_round_trip_and_mismatch_message(tmp_path: Path) -> None:
     target = Model()
     load_model_state(target, state)
     torch.testing.assert_close(target.head.weight, source.head.weight)
-    with pytest.raises(UserError, match=r"shape of head.bias: checkpoint \(4,\) vs model \(5,\)"):
+    with pytest.raises(UserError, match=r"head.bias: checkpoint \(4,\) vs model \(5,\)"):
         load_model_state(Model(width=5), state)
     with pytest.raises(UserError, match="missing"):
         load_model_state(Model(pretrained=False), state)

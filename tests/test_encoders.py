@@ -188,7 +188,7 @@ def test_wrong_weights_file_is_user_error(tmp_path):
     deeper = _tiny("dino_vits16", over=dict(depth=2))
     path2 = tmp_path / "deeper.pth"
     torch.save(deeper.vit.state_dict(), path2)
-    with pytest.raises(UserError, match=r"unexpected keys e\.g\. blocks\.1\."):
+    with pytest.raises(UserError, match=r"unexpected keys, e\.g\. blocks\.1\."):
         FrozenViT("dino_vits16", weights_path=str(path2), model_overrides=TINY)
 
     p8 = _tiny("dino_vits8")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -80,23 +80,34 @@ def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
+def describe_key_mismatch(
+    loaded: dict[str, torch.Tensor],
+    expected: dict[str, torch.Tensor],
+    loaded_name: str = "file",
+    ignore: Callable[[str], bool] = lambda key: False,
+) -> str | None:
+    """One line naming missing, unexpected and wrongly shaped keys (None when they all fit)."""
+    missing = sorted(k for k in expected if k not in loaded and not ignore(k))
+    unexpected = sorted(k for k in loaded if k not in expected and not ignore(k))
+    wrong = [
+        f"{k}: {loaded_name} {tuple(loaded[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(expected)
+        if k in loaded and tuple(loaded[k].shape) != tuple(expected[k].shape)
+    ]
+    parts = []
+    if wrong:
+        parts.append(f"{len(wrong)} wrong shapes, e.g. {', '.join(wrong[:2])}")
+    if missing:
+        parts.append(f"{len(missing)} missing keys, e.g. {', '.join(missing[:3])}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys, e.g. {', '.join(unexpected[:3])}")
+    return "; ".join(parts) or None
+
+
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Strictly load ``state`` (as written by :func:`model_state`), naming any mismatched keys."""
     expected = model_state(model)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shape = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or shape:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
-        if shape:
-            k = shape[0]
-            parts.append(f"shape of {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}")
-        raise UserError(
-            f"{source} does not match the model configuration ({'; '.join(parts)}); "
-            "it was trained with other model flags"
-        )
+    problem = describe_key_mismatch(state, expected, loaded_name="checkpoint")
+    if problem:
+        raise UserError(f"{source} does not match the model configuration ({problem}); it was trained with other model flags")
     model.load_state_dict(state, strict=False)  # frozen encoder keys are intentionally absent
