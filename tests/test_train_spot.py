@@ -87,7 +87,30 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
 def test_resume_refuses_changed_model_flags(tmp_path: Path) -> None:
     run = train(tmp_path, *SPOT, "--max_steps", "2", epochs=1)
     with pytest.raises(UserError, match="--num_slots"):
-        train_spot.main(["--resume", str(run), "--num_slots", "5"])
+        train_spot.main(["--checkpoint_path", str(run / "checkpoint.pt.tar"), "--num_slots", "5"])
+
+
+def test_eval_every_and_checkpoint_path_resume(tmp_path: Path) -> None:
+    run = train(tmp_path, *DINOSAUR, "--eval_every", "2", "--max_steps", "4", epochs=3)
+    assert not (run / "metrics.jsonl").exists()  # stopped after epoch 1: no evaluation due yet
+    train_spot.main(["--checkpoint_path", str(run / "checkpoint.pt.tar")])
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [2, 3]  # every 2nd epoch, and always the last
+    assert load_checkpoint(run)["step"] == 12
+
+
+def test_second_encoder_gives_frozen_targets() -> None:
+    from models.encoders import FrozenViT
+    from models.spot import SPOT as Model, SPOTConfig
+
+    torch.manual_seed(0)
+    encoder = FrozenViT("vit_micro_p8", pretrained=False, finetune_blocks_after=0)
+    config = SPOTConfig(image_size=16, num_slots=2, slot_size=8, mlp_hidden_size=8, dec_type="mlp",
+                        train_permutations="standard", mlp_dec_hidden=8, use_second_encoder=True)
+    model = Model(encoder, config)
+    assert not any(p.requires_grad for p in model.target_encoder.parameters())
+    model(dict(image=torch.rand(2, 3, 16, 16)))["loss"].backward()
+    assert any(p.grad is not None for p in model.encoder.parameters())
 
 
 def test_nan_loss_is_a_clear_error_and_keeps_checkpoint(tmp_path: Path, monkeypatch) -> None:
