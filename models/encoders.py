@@ -379,17 +379,3 @@ class FrozenViT(nn.Module):
         return (f"name={self.name}, timm_name={self.timm_name}, weights={self.weights_source}, "
                 f"patch_size={self.patch_size}, embed_dim={self.embed_dim}, "
                 f"finetune_blocks_after={self.finetune_blocks_after}, final_norm={self.final_norm}")
-
-
-def build_encoder(
-    name: str,
-    pretrained: bool = True,
-    weights_path: str | None = None,
-    finetune_blocks_after: int = 100,
-    final_norm: bool = False,
-    model_overrides: dict[str, Any] | None = None,
-) -> FrozenViT:
-    """Build a :class:`FrozenViT` (see there)."""
-    return FrozenViT(name, pretrained=pretrained, weights_path=weights_path,
-                     finetune_blocks_after=finetune_blocks_after, final_norm=final_norm,
-                     model_overrides=model_overrides)

@@ -76,6 +76,7 @@ class SPOT(nn.Module):
         for flag in ("train_permutations", "eval_permutations"):
             if getattr(config, flag) not in PERMUTATION_MODES:
                 raise ValueError(f"--{flag} must be one of {PERMUTATION_MODES}")
+        check_config(config)
         self.config = config
         self.encoder = encoder
         # A frozen copy for targets only matters when some encoder blocks are fine-tuned.
@@ -110,8 +111,6 @@ class SPOT(nn.Module):
             truncate=config.truncate,  # type: ignore[arg-type]
         )
         if config.dec_type == "mlp":
-            if config.train_permutations != "standard":
-                raise ValueError("the MLP decoder has no token order: use --train_permutations standard")
             self.decoder: nn.Module = MLPDecoder(
                 config.slot_size, dim, num_tokens, hidden_dim=config.mlp_dec_hidden, use_slot_proj=config.use_slot_proj
             )

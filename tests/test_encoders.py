@@ -12,7 +12,6 @@ from models.encoders import (
     ENCODER_ALIASES,
     SMALL_ENCODERS,
     FrozenViT,
-    build_encoder,
     resolve_encoder_name,
 )
 from utils.errors import UserError
@@ -22,7 +21,7 @@ TINY = dict(depth=1, embed_dim=32, num_heads=2)
 
 def _tiny(name: str, **kw) -> FrozenViT:
     torch.manual_seed(0)
-    return build_encoder(name, pretrained=False, model_overrides=dict(TINY, **kw.pop("over", {})), **kw)
+    return FrozenViT(name, pretrained=False, model_overrides=dict(TINY, **kw.pop("over", {})), **kw)
 
 
 # ---------------------------------------------------------------- names
@@ -89,7 +88,7 @@ def test_final_norm_off_by_default():
     enc = _tiny("dino_vits16", over=dict(depth=2))
     x = torch.rand(1, 3, 32, 32)
     torch.manual_seed(0)
-    normed = build_encoder("dino_vits16", pretrained=False, final_norm=True, model_overrides=dict(TINY, depth=2))
+    normed = FrozenViT("dino_vits16", pretrained=False, final_norm=True, model_overrides=dict(TINY, depth=2))
     normed.load_state_dict(enc.state_dict())
     raw = enc(x)
     torch.testing.assert_close(normed(x), enc.vit.norm(raw))
@@ -124,12 +123,12 @@ def test_patch_not_dividing_is_user_error():
 
 def test_small_configs():
     for name, (arch, over) in SMALL_ENCODERS.items():
-        enc = build_encoder(name, pretrained=False)
+        enc = FrozenViT(name, pretrained=False)
         assert enc.patch_size == over["patch_size"] and enc.embed_dim == over["embed_dim"]
         assert enc.weights_source == "random" and not enc.is_pretrained
         assert enc(torch.rand(1, 3, 32, 32)).shape == (1, (32 // enc.patch_size) ** 2, enc.embed_dim)
         with pytest.raises(UserError, match="--no_pretrained"):
-            build_encoder(name, pretrained=True)
+            FrozenViT(name, pretrained=True)
 
 
 # ---------------------------------------------------------------- weights files

@@ -189,3 +189,23 @@ def test_local_encoder_weights_are_not_stored_and_must_match_on_eval(tmp_path: P
     torch.save(FrozenViT("vit_micro_p8", pretrained=False).state_dict(), other)
     with pytest.raises(UserError, match="differ from those used in training"):
         eval_spot.main([*common, "--encoder_weights", str(other)])
+
+
+def test_run_name_checkpoint_every_and_eval_log_path(tmp_path: Path, monkeypatch) -> None:
+    from utils.train import Trainer
+
+    saved_at = []
+    original = Trainer.save
+
+    def record(self):
+        saved_at.append(self.step)
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "save", record)
+    run = train(tmp_path / "logs", *DINOSAUR, "--run_name", "demo", "--checkpoint_every", "2", epochs=1)
+    assert run.name.endswith("_demo")
+    assert saved_at == [2, 4]  # every 2 steps, then the end of the (4-step) epoch
+    out = tmp_path / "eval_out"
+    eval_spot.main(["--checkpoint_path", str(run), "--dataset", "shapes", "--val_samples", "4", "--num_workers", "0",
+                    "--no_progress", "--log_path", str(out)])
+    assert (out / "metrics.json").is_file() and (out / "masks.png").is_file()

@@ -85,7 +85,7 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def make_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: Sampler | None, seed: int, shuffle_drop: bool) -> DataLoader:
+def make_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: Sampler | None, seed: int, drop_last: bool) -> DataLoader:
     """DataLoader with its own generator, so building it never consumes the global RNG.
 
     Workers are capped at the machine's core count (more only slows a small machine down).
@@ -94,7 +94,7 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: Sa
         dataset,
         batch_size=batch_size,
         sampler=sampler,
-        drop_last=shuffle_drop,
+        drop_last=drop_last,
         num_workers=min(num_workers, os.cpu_count() or 1),
         pin_memory=torch.cuda.is_available(),
         generator=torch.Generator().manual_seed(seed),
