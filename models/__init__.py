@@ -7,6 +7,10 @@ from torch import nn
 
 from utils.errors import UserError
 
+# Every method that build_model can rebuild (add a name here with its branch below); tools such as
+# predict.py derive what they accept from this tuple.
+METHODS: tuple[str, ...] = ("spot",)
+
 
 def encoder_fingerprint(encoder: nn.Module) -> float:
     """A cheap checksum of an encoder's weights (sum of |w| in float64)."""
@@ -41,6 +45,9 @@ def build_encoder_from_spec(spec: dict[str, Any]):
 
 def build_model(method: str, model_config: dict[str, Any], encoder_spec: dict[str, Any]) -> nn.Module:
     """Rebuild a model from the records stored in its checkpoint."""
+    if method not in METHODS:
+        raise UserError(f"checkpoint of method {method!r} cannot be built by this version of the code "
+                        f"(it builds: {', '.join(METHODS)})")
     if method == "spot":
         from models.spot import SPOT, SPOTConfig
 

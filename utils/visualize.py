@@ -80,3 +80,89 @@ def save_mask_grid(
     grid = torch.cat(tiles, dim=2)  # images side by side
     array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     Image.fromarray(array).save(path)
+
+
+# ------------------------------------------------------------------ predictions on user images
+# Slot i is drawn in palette colour i + 1 everywhere (overlays, label PNGs, grids), so that slot 0
+# is not the black "background" entry of the VOC/DAVIS palette.
+
+
+def label_png(labels: torch.Tensor) -> Image.Image:
+    """Indexed ("P" mode) PNG of a label map [H, W]: pixel values are slot indices.
+
+    The embedded palette is the VOC/DAVIS palette shifted by one, so that a viewer shows slot i in
+    the colour the overlays use (VOC colour i + 1); tools that read the raw indices get slot ids.
+    """
+    array = labels.cpu().numpy()
+    if array.min() < 0 or array.max() > 254:
+        raise ValueError("label PNGs hold slot indices 0..254")
+    picture = Image.fromarray(array.astype(np.uint8), mode="P")
+    picture.putpalette(np.roll(_PALETTE, -1, axis=0).reshape(-1).tolist())
+    return picture
+
+
+def contours(labels: torch.Tensor, thickness: int = 1) -> torch.Tensor:
+    """Bool [H, W]: pixels whose label differs from a 4-neighbour, grown to ``thickness`` pixels."""
+    edge = torch.zeros(labels.shape, dtype=torch.bool)
+    labels = labels.cpu()
+    vertical = labels[1:] != labels[:-1]
+    horizontal = labels[:, 1:] != labels[:, :-1]
+    edge[1:] |= vertical
+    edge[:-1] |= vertical
+    edge[:, 1:] |= horizontal
+    edge[:, :-1] |= horizontal
+    if thickness > 1:
+        size = 2 * (thickness // 2) + 1
+        edge = F.max_pool2d(edge[None, None].float(), size, stride=1, padding=size // 2)[0, 0].bool()
+    return edge
+
+
+def overlay_with_contours(image: torch.Tensor, labels: torch.Tensor, alpha: float = 0.45) -> torch.Tensor:
+    """Image [3, H, W] in [0, 1] with slots blended in their colours and their borders drawn opaque.
+
+    Borders are about 1 px per 256 px of the shorter side, so they stay visible on large photos.
+    """
+    labels = _resize_labels(labels, image.shape[-2:])
+    blended = overlay(image, labels, alpha=alpha)
+    edge = contours(labels, thickness=max(1, round(min(labels.shape) / 256)))
+    return torch.where(edge, colorize(labels), blended)
+
+
+def slot_cutout(image: torch.Tensor, labels: torch.Tensor, slot: int) -> Image.Image:
+    """RGBA picture of the pixels slot ``slot`` claims (opaque) over a transparent rest."""
+    rgb = (image.cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    alpha = ((labels.cpu() == slot).numpy() * 255).astype(np.uint8)
+    return Image.fromarray(np.dstack([rgb, alpha]), mode="RGBA")
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """[3, H, W] float in [0, 1] -> RGB PIL image."""
+    return Image.fromarray((image.cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+
+
+def _letterbox(image: torch.Tensor, side: int, mode: str) -> torch.Tensor:
+    """Fit [C, H, W] into a [C, side, side] tile (aspect kept, centred, grey border)."""
+    h, w = image.shape[-2:]
+    scale = side / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    kwargs = {"antialias": True} if mode == "bilinear" else {}
+    resized = F.interpolate(image[None].float(), size=size, mode=mode, **kwargs)[0]
+    tile = torch.full((image.shape[0], side, side), 0.5)
+    top, left = (side - size[0]) // 2, (side - size[1]) // 2
+    tile[:, top : top + size[0], left : left + size[1]] = resized
+    return tile
+
+
+def save_overlay_grid(
+    path: str | os.PathLike, images: list[torch.Tensor], labels: list[torch.Tensor], tile: int = 192
+) -> None:
+    """Summary PNG for images of any sizes: one column per image, the image above its overlay.
+
+    images are [3, H_i, W_i] in [0, 1], labels the matching label maps [H_i, W_i]; each picture is
+    letterboxed into a ``tile`` x ``tile`` square.
+    """
+    columns = []
+    for image, label_map in zip(images, labels):
+        picture = overlay_with_contours(image.cpu().float(), label_map)
+        columns.append(torch.cat([_letterbox(image.cpu(), tile, "bilinear"), _letterbox(picture, tile, "bilinear")], 1))
+    to_pil(torch.cat(columns, dim=2)).save(path)

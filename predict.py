@@ -1,0 +1,174 @@
+#!/usr/bin/env python
+"""Run a trained slot model on your own images (or video frames) and save its slots.
+
+Example: python predict.py --checkpoint logs/dinosaur/TIMESTAMP --input photos/ --output predictions/
+
+The model is rebuilt from the checkpoint (no architecture flags). Each input is resized to the
+model's square input as in training (--resize stretch, or pad to keep the aspect ratio) and the
+masks are mapped back to the input's own size. For every input <name>, <output>/<name>/ gets:
+overlay.png (slot colours and contours), labels.png (indexed PNG, values = slot index, VOC/DAVIS
+colours), slot_XX.png (RGBA: the pixels slot XX claims) and slots.json (per-slot area, bounding box,
+and for AdaSlot whether the slot was kept); <output>/summary.png shows the first --grid inputs.
+
+Video frames (--video, on by default for a folder whose files are all numbered, e.g. 00000.jpg):
+image models draw their slots afresh for every frame, so slot ids are matched to the previous
+frame's by Hungarian matching on mask IoU to keep colours consistent (--slot_matching none keeps
+the model's own slot order, for methods whose slot identity is already stable).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from models import METHODS, build_model
+from utils.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
+from utils.errors import UserError, run_cli
+from utils.inference import (RESIZE_MODES, UnreadableImage, labels_for_input, list_inputs, match_slots,
+                             read_image, slot_records, to_model_input)
+from utils.logging import get_logger, write_json
+from utils.run import select_device
+from utils.visualize import label_png, overlay_with_contours, save_overlay_grid, slot_cutout, to_pil
+
+log = get_logger()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help=f"run folder or checkpoint file (methods: {', '.join(METHODS)})")
+    parser.add_argument("--input", required=True, help="an image file or a folder of images / video frames")
+    parser.add_argument("--output", required=True, help="folder for the results (created)")
+    parser.add_argument("--masks", default=None, help="mask source to render (default: decoder if the model has it, else its first)")
+    parser.add_argument("--resize", default="stretch", choices=RESIZE_MODES,
+                        help="stretch: whole image to the square model input; pad: keep the aspect ratio on a square canvas")
+    parser.add_argument("--video", action=argparse.BooleanOptionalAction, default=None,
+                        help="treat the folder as video frames (default: when every file name is a number)")
+    parser.add_argument("--slot_matching", default="iou", choices=("iou", "none"), help="video: how slot ids follow frames")
+    parser.add_argument("--grid", type=int, default=8, help="summary.png shows the first N inputs (0: none)")
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
+    parser.add_argument("--seed", type=int, default=0, help="seeds sampling inside the model (random slot init)")
+    parser.add_argument("--encoder_weights", default=None, help="local encoder weights file if the recorded one is unavailable")
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, dict, int]:
+    """The checkpoint's model in eval mode, its record, and its square input side."""
+    ckpt_path = resolve_checkpoint(args.checkpoint)
+    checkpoint = load_checkpoint(ckpt_path)
+    method = checkpoint["method"]
+    if method not in METHODS:
+        raise UserError(f"{ckpt_path} is a {method!r} checkpoint, which predict.py cannot render; "
+                        f"this version of the code rebuilds {', '.join(METHODS)}")
+    size = checkpoint.get("model_config", {}).get("image_size") or (checkpoint.get("args") or {}).get("image_size")
+    if not size:
+        raise UserError(f"{ckpt_path} records no image_size; it was not written by this project's training scripts")
+    encoder = dict(checkpoint["encoder"]) if checkpoint.get("encoder") else None
+    if encoder is not None and args.encoder_weights:
+        encoder["weights_path"] = args.encoder_weights
+    model = build_model(method, checkpoint["model_config"], encoder)
+    load_model_state(model, checkpoint["model"], source=str(ckpt_path))
+    return model.to(device).eval(), checkpoint, int(size)
+
+
+def pick_masks(out: dict, wanted: str | None, method: str) -> str:
+    """Name of the mask source to render, checked against what the model returns."""
+    sources = list(out.get("masks") or {})
+    if not sources:
+        raise UserError(f"the {method} model returns no slot masks, so predict.py cannot render it")
+    if wanted is None:
+        return "decoder" if "decoder" in sources else sources[0]
+    if wanted not in sources:
+        raise UserError(f"--masks {wanted}: this {method} model has mask sources {', '.join(sources)}; pick one")
+    return wanted
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1 or args.grid < 0:
+        raise UserError("--batch_size must be >= 1 and --grid >= 0")
+    files, numbered = list_inputs(args.input)
+    video = numbered if args.video is None else args.video
+    if video and args.video is None:
+        log.info(f"{len(files)} numbered files: treated as video frames (--no-video to turn off)")
+    device = select_device(args.device)
+    model, checkpoint, size = load_model(args, device)
+    method = checkpoint["method"]
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stems = [p.stem for p in files]
+    names = [p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_") for p in files]
+
+    skipped: list[str] = []
+    written: list[Path] = []
+    grid_images: list[torch.Tensor] = []
+    grid_labels: list[torch.Tensor] = []
+    source, previous = None, None
+    bar = tqdm(total=len(files), desc="predict", unit="image", disable=args.no_progress)
+    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(args.seed)
+        for start in range(0, len(files), args.batch_size):
+            batch = []
+            for path, name in zip(files[start : start + args.batch_size], names[start : start + args.batch_size]):
+                try:
+                    batch.append((path, name, read_image(path)))
+                except UnreadableImage as err:
+                    skipped.append(str(path))
+                    log.warning(f"skipped unreadable file {err}")
+                    bar.update(1)
+            if not batch:
+                continue
+            inputs = torch.stack([to_model_input(image, size, args.resize) for _, _, image in batch]).to(device)
+            out = model({"image": inputs})
+            source = source or pick_masks(out, args.masks, method)
+            masks, keep = out["masks"][source].float().cpu(), out.get("slot_keep")
+            num_slots = masks.shape[1]
+            for i, (path, name, image) in enumerate(batch):
+                slot_keep = keep[i].cpu() if keep is not None else None
+                labels = labels_for_input(masks[i], image.shape[1], image.shape[2], args.resize, slot_keep)
+                model_slot = torch.arange(num_slots)
+                if video and args.slot_matching == "iou" and previous is not None:
+                    perm = match_slots(previous, labels, num_slots)
+                    labels, model_slot = perm[labels], torch.argsort(perm)  # model_slot[id] = slot
+                previous = labels
+                folder = out_dir / name
+                write_outputs(folder, path, image, labels, model_slot, slot_keep, method, source, args.resize)
+                written.append(folder)
+                if len(grid_images) < args.grid:
+                    grid_images.append(image)
+                    grid_labels.append(labels)
+                bar.update(1)
+    bar.close()
+    if skipped:
+        log.warning(f"skipped {len(skipped)} of {len(files)} files that are not readable images")
+    if not written:
+        raise UserError(f"none of the {len(files)} files in --input {args.input} could be read as an image")
+    if grid_images:
+        save_overlay_grid(out_dir / "summary.png", grid_images, grid_labels)
+    log.info(f"wrote {len(written)} predictions ({source} masks of a {method} model) to {out_dir}")
+    return {"written": written, "skipped": skipped, "masks": source, "video": video}
+
+
+def write_outputs(folder: Path, path: Path, image: torch.Tensor, labels: torch.Tensor, model_slot: torch.Tensor,
+                  keep: torch.Tensor | None, method: str, source: str, resize: str) -> None:
+    """overlay.png, labels.png, one slot_XX.png per slot and slots.json for one input."""
+    folder.mkdir(parents=True, exist_ok=True)
+    to_pil(overlay_with_contours(image, labels)).save(folder / "overlay.png")
+    label_png(labels).save(folder / "labels.png")
+    records = slot_records(labels, len(model_slot))
+    for record in records:
+        slot_cutout(image, labels, record["slot"]).save(folder / f"slot_{record['slot']:02d}.png")
+        record["model_slot"] = int(model_slot[record["slot"]])
+        if keep is not None:
+            record["kept"] = bool(keep[record["model_slot"]])
+    write_json(folder / "slots.json", {
+        "input": str(path), "width": image.shape[2], "height": image.shape[1], "method": method,
+        "masks": source, "resize": resize, "num_slots": len(records), "slots": records,
+    })
+
+
+if __name__ == "__main__":
+    run_cli(main)
