@@ -27,10 +27,10 @@ from models import METHODS, build_model
 from utils.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 from utils.errors import UserError, run_cli
 from utils.inference import (RESIZE_MODES, UnreadableImage, labels_for_input, list_inputs, match_slots,
-                             read_image, slot_records, to_model_input)
-from utils.logging import get_logger, write_json
+                             pick_mask_source, read_image, to_model_input, write_prediction)
+from utils.logging import get_logger
 from utils.run import select_device
-from utils.visualize import label_png, overlay_with_contours, save_overlay_grid, slot_cutout, to_pil
+from utils.visualize import save_overlay_grid
 
 log = get_logger()
 
@@ -74,23 +74,11 @@ def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn
     return model.to(device).eval(), checkpoint, int(size)
 
 
-def pick_masks(out: dict, wanted: str | None, method: str) -> str:
-    """Name of the mask source to render, checked against what the model returns."""
-    sources = list(out.get("masks") or {})
-    if not sources:
-        raise UserError(f"the {method} model returns no slot masks, so predict.py cannot render it")
-    if wanted is None:
-        return "decoder" if "decoder" in sources else sources[0]
-    if wanted not in sources:
-        raise UserError(f"--masks {wanted}: this {method} model has mask sources {', '.join(sources)}; pick one")
-    return wanted
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1 or args.grid < 0:
         raise UserError("--batch_size must be >= 1 and --grid >= 0")
-    files, numbered = list_inputs(args.input)
+    files, numbered = list_inputs(args.input)  # input and checkpoint errors come before any output
     video = numbered if args.video is None else args.video
     if video and args.video is None:
         log.info(f"{len(files)} numbered files: treated as video frames (--no-video to turn off)")
@@ -98,7 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
     model, checkpoint, size = load_model(args, device)
     method = checkpoint["method"]
     out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--output {out_dir} is a file; pass a folder (it is created)")
     stems = [p.stem for p in files]
     names = [p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_") for p in files]
 
@@ -123,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             inputs = torch.stack([to_model_input(image, size, args.resize) for _, _, image in batch]).to(device)
             out = model({"image": inputs})
-            source = source or pick_masks(out, args.masks, method)
+            source = source or pick_mask_source(out, args.masks, method)
             masks, keep = out["masks"][source].float().cpu(), out.get("slot_keep")
             num_slots = masks.shape[1]
             for i, (path, name, image) in enumerate(batch):
@@ -135,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
                     labels, model_slot = perm[labels], torch.argsort(perm)  # model_slot[id] = slot
                 previous = labels
                 folder = out_dir / name
-                write_outputs(folder, path, image, labels, model_slot, slot_keep, method, source, args.resize)
+                write_prediction(folder, path, image, labels, model_slot, slot_keep, method, source, args.resize)
                 written.append(folder)
                 if len(grid_images) < args.grid:
                     grid_images.append(image)
@@ -150,24 +139,6 @@ def main(argv: list[str] | None = None) -> dict:
         save_overlay_grid(out_dir / "summary.png", grid_images, grid_labels)
     log.info(f"wrote {len(written)} predictions ({source} masks of a {method} model) to {out_dir}")
     return {"written": written, "skipped": skipped, "masks": source, "video": video}
-
-
-def write_outputs(folder: Path, path: Path, image: torch.Tensor, labels: torch.Tensor, model_slot: torch.Tensor,
-                  keep: torch.Tensor | None, method: str, source: str, resize: str) -> None:
-    """overlay.png, labels.png, one slot_XX.png per slot and slots.json for one input."""
-    folder.mkdir(parents=True, exist_ok=True)
-    to_pil(overlay_with_contours(image, labels)).save(folder / "overlay.png")
-    label_png(labels).save(folder / "labels.png")
-    records = slot_records(labels, len(model_slot))
-    for record in records:
-        slot_cutout(image, labels, record["slot"]).save(folder / f"slot_{record['slot']:02d}.png")
-        record["model_slot"] = int(model_slot[record["slot"]])
-        if keep is not None:
-            record["kept"] = bool(keep[record["model_slot"]])
-    write_json(folder / "slots.json", {
-        "input": str(path), "width": image.shape[2], "height": image.shape[1], "method": method,
-        "masks": source, "resize": resize, "num_slots": len(records), "slots": records,
-    })
 
 
 if __name__ == "__main__":

@@ -153,6 +153,8 @@ def test_bad_inputs(dinosaur_run: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="none of the 1 files"):
         predict.main([*common, "--input", str(tmp_path / "broken")])
     Image.new("RGB", (8, 8)).save(tmp_path / "one.png")
+    with pytest.raises(UserError, match="is a file"):
+        predict.main([*common[:2], "--output", str(tmp_path / "one.png"), "--input", str(tmp_path / "one.png")])
     with pytest.raises(UserError, match="mask sources decoder, slots"):
         predict.main([*common, "--input", str(tmp_path / "one.png"), "--masks", "alpha"])
 
@@ -178,6 +180,7 @@ def test_refuses_methods_it_cannot_render(dinosaur_run: Path, tmp_path: Path, mo
     with pytest.raises(UserError, match="returns no slot masks"):
         predict.main(["--checkpoint", str(dinosaur_run), "--input", str(tmp_path / "one.png"),
                       "--output", str(tmp_path / "out2"), "--no_progress"])
+    assert not (tmp_path / "out2").exists()
 
 
 def test_read_image_converts_modes(tmp_path: Path) -> None:
@@ -222,3 +225,23 @@ def test_label_png_palette_and_contours(tmp_path: Path) -> None:
     assert np.asarray(picture.convert("RGB"))[0, 0].tolist() == palette()[1].tolist()
     edge = contours(labels)
     assert edge[0, 1] and edge[0, 2] and not edge[0, 0]
+
+
+def test_adaslot_style_keep_flags(dinosaur_run: Path, tmp_path: Path, monkeypatch) -> None:
+    """A model that returns slot_keep (AdaSlot) gets per-slot "kept"; dropped slots claim no pixel."""
+    from models.spot import SPOT
+
+    forward = SPOT.forward
+
+    def with_keep(self, batch):
+        out = forward(self, batch)
+        out["slot_keep"] = torch.tensor([[1.0, 0.0, 1.0]]).expand(batch["image"].shape[0], -1)
+        return out
+
+    monkeypatch.setattr(SPOT, "forward", with_keep)
+    write_images(tmp_path / "in")
+    predict.main(["--checkpoint", str(dinosaur_run), "--input", str(tmp_path / "in"), "--output",
+                  str(tmp_path / "out"), "--no_progress"])
+    record = json.loads((tmp_path / "out" / "wide" / "slots.json").read_text())
+    assert [s["kept"] for s in record["slots"]] == [True, False, True]
+    assert record["slots"][1]["area"] == 0 and 1 not in np.unique(np.asarray(Image.open(tmp_path / "out" / "wide" / "labels.png")))

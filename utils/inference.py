@@ -28,6 +28,8 @@ from scipy.optimize import linear_sum_assignment
 
 from metrics import masks_to_labels
 from utils.errors import UserError
+from utils.logging import write_json
+from utils.visualize import label_png, overlay_with_contours, slot_cutout, to_pil
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 RESIZE_MODES: tuple[str, ...] = ("stretch", "pad")
@@ -158,3 +160,39 @@ def match_slots(previous: torch.Tensor, labels: torch.Tensor, num_slots: int) ->
     perm = torch.empty(num_slots, dtype=torch.long)
     perm[torch.from_numpy(cols)] = torch.from_numpy(rows)
     return perm
+
+
+def pick_mask_source(out: dict[str, Any], wanted: str | None, method: str) -> str:
+    """Name of the mask source to render, checked against what the model returns."""
+    sources = list(out.get("masks") or {})
+    if not sources:
+        raise UserError(f"the {method} model returns no slot masks, so predict.py cannot render it")
+    if wanted is None:
+        return "decoder" if "decoder" in sources else sources[0]
+    if wanted not in sources:
+        raise UserError(f"--masks {wanted}: this {method} model has mask sources {', '.join(sources)}; pick one")
+    return wanted
+
+
+def write_prediction(
+    folder: Path, path: Path, image: torch.Tensor, labels: torch.Tensor, model_slot: torch.Tensor,
+    keep: torch.Tensor | None, method: str, source: str, resize: str,
+) -> None:
+    """overlay.png, labels.png, one slot_XX.png per slot and slots.json for one input.
+
+    ``labels`` [H, W] hold output slot ids; ``model_slot[id]`` is the model's own index of that slot
+    (they differ when video frames are matched); ``keep`` [K] is indexed by model slot.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    to_pil(overlay_with_contours(image, labels)).save(folder / "overlay.png")
+    label_png(labels).save(folder / "labels.png")
+    records = slot_records(labels, len(model_slot))
+    for record in records:
+        slot_cutout(image, labels, record["slot"]).save(folder / f"slot_{record['slot']:02d}.png")
+        record["model_slot"] = int(model_slot[record["slot"]])
+        if keep is not None:
+            record["kept"] = bool(keep[record["model_slot"]])
+    write_json(folder / "slots.json", {
+        "input": str(path), "width": image.shape[2], "height": image.shape[1], "method": method,
+        "masks": source, "resize": resize, "num_slots": len(records), "slots": records,
+    })

@@ -118,14 +118,14 @@ def contours(labels: torch.Tensor, thickness: int = 1) -> torch.Tensor:
 
 
 def overlay_with_contours(image: torch.Tensor, labels: torch.Tensor, alpha: float = 0.45) -> torch.Tensor:
-    """Image [3, H, W] in [0, 1] with slots blended in their colours and their borders drawn opaque.
+    """Image [3, H, W] in [0, 1] with slots blended in their colours and their borders in white.
 
     Borders are about 1 px per 256 px of the shorter side, so they stay visible on large photos.
     """
     labels = _resize_labels(labels, image.shape[-2:])
     blended = overlay(image, labels, alpha=alpha)
     edge = contours(labels, thickness=max(1, round(min(labels.shape) / 256)))
-    return torch.where(edge, colorize(labels), blended)
+    return torch.where(edge, torch.ones(3, 1, 1), blended)
 
 
 def slot_cutout(image: torch.Tensor, labels: torch.Tensor, slot: int) -> Image.Image:
