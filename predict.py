@@ -30,7 +30,7 @@ from utils.inference import (RESIZE_MODES, UnreadableImage, labels_for_input, li
                              pick_mask_source, read_image, to_model_input, write_prediction)
 from utils.logging import get_logger
 from utils.run import select_device
-from utils.visualize import save_overlay_grid
+from utils.visualize import grid_column, save_overlay_grid
 
 log = get_logger()
 
@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     skipped: list[str] = []
     written: list[Path] = []
-    grid_images: list[torch.Tensor] = []
-    grid_labels: list[torch.Tensor] = []
+    grid: list[torch.Tensor] = []
     source, previous = None, None
     bar = tqdm(total=len(files), desc="predict", unit="image", disable=args.no_progress)
     with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -124,19 +123,18 @@ def main(argv: list[str] | None = None) -> dict:
                     labels, model_slot = perm[labels], torch.argsort(perm)  # model_slot[id] = slot
                 previous = labels
                 folder = out_dir / name
-                write_prediction(folder, path, image, labels, model_slot, slot_keep, method, source, args.resize)
+                overlay = write_prediction(folder, path, image, labels, model_slot, slot_keep, method, source, args.resize)
                 written.append(folder)
-                if len(grid_images) < args.grid:
-                    grid_images.append(image)
-                    grid_labels.append(labels)
+                if len(grid) < args.grid:
+                    grid.append(grid_column(image, overlay))
                 bar.update(1)
     bar.close()
     if skipped:
         log.warning(f"skipped {len(skipped)} of {len(files)} files that are not readable images")
     if not written:
         raise UserError(f"none of the {len(files)} files in --input {args.input} could be read as an image")
-    if grid_images:
-        save_overlay_grid(out_dir / "summary.png", grid_images, grid_labels)
+    if grid:
+        save_overlay_grid(out_dir / "summary.png", grid)
     log.info(f"wrote {len(written)} predictions ({source} masks of a {method} model) to {out_dir}")
     return {"written": written, "skipped": skipped, "masks": source, "video": video}
 

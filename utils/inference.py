@@ -177,14 +177,15 @@ def pick_mask_source(out: dict[str, Any], wanted: str | None, method: str) -> st
 def write_prediction(
     folder: Path, path: Path, image: torch.Tensor, labels: torch.Tensor, model_slot: torch.Tensor,
     keep: torch.Tensor | None, method: str, source: str, resize: str,
-) -> None:
-    """overlay.png, labels.png, one slot_XX.png per slot and slots.json for one input.
+) -> torch.Tensor:
+    """overlay.png, labels.png, one slot_XX.png per slot and slots.json for one input; returns the overlay.
 
     ``labels`` [H, W] hold output slot ids; ``model_slot[id]`` is the model's own index of that slot
     (they differ when video frames are matched); ``keep`` [K] is indexed by model slot.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    to_pil(overlay_with_contours(image, labels)).save(folder / "overlay.png")
+    overlay_image = overlay_with_contours(image, labels)
+    to_pil(overlay_image).save(folder / "overlay.png")
     label_png(labels).save(folder / "labels.png")
     records = slot_records(labels, len(model_slot))
     for record in records:
@@ -196,3 +197,4 @@ def write_prediction(
         "input": str(path), "width": image.shape[2], "height": image.shape[1], "method": method,
         "masks": source, "resize": resize, "num_slots": len(records), "slots": records,
     })
+    return overlay_image

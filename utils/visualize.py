@@ -153,16 +153,11 @@ def _letterbox(image: torch.Tensor, side: int, mode: str) -> torch.Tensor:
     return tile
 
 
-def save_overlay_grid(
-    path: str | os.PathLike, images: list[torch.Tensor], labels: list[torch.Tensor], tile: int = 192
-) -> None:
-    """Summary PNG for images of any sizes: one column per image, the image above its overlay.
+def grid_column(image: torch.Tensor, overlay_image: torch.Tensor, tile: int = 192) -> torch.Tensor:
+    """[3, 2 * tile, tile]: an image of any size above its overlay, each letterboxed into a square."""
+    return torch.cat([_letterbox(image.cpu(), tile, "bilinear"), _letterbox(overlay_image.cpu(), tile, "bilinear")], 1)
 
-    images are [3, H_i, W_i] in [0, 1], labels the matching label maps [H_i, W_i]; each picture is
-    letterboxed into a ``tile`` x ``tile`` square.
-    """
-    columns = []
-    for image, label_map in zip(images, labels):
-        picture = overlay_with_contours(image.cpu().float(), label_map)
-        columns.append(torch.cat([_letterbox(image.cpu(), tile, "bilinear"), _letterbox(picture, tile, "bilinear")], 1))
+
+def save_overlay_grid(path: str | os.PathLike, columns: list[torch.Tensor]) -> None:
+    """Write columns made by :func:`grid_column` side by side as one PNG."""
     to_pil(torch.cat(columns, dim=2)).save(path)
