@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stretch: whole image to the square model input; pad: keep the aspect ratio on a square canvas")
     parser.add_argument("--video", action=argparse.BooleanOptionalAction, default=None,
                         help="treat the folder as video frames (default: when every file name is a number)")
-    parser.add_argument("--slot_matching", default="iou", choices=("iou", "none"), help="video: how slot ids follow frames")
+    parser.add_argument("--slot_matching", default="iou", choices=("iou", "none"), help="video frames: iou = Hungarian matching on mask IoU with the previous frame; none = the model's slot order")
     parser.add_argument("--grid", type=int, default=8, help="summary.png shows the first N inputs (0: none)")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")

@@ -140,13 +140,12 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray((image.cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
 
 
-def _letterbox(image: torch.Tensor, side: int, mode: str) -> torch.Tensor:
+def _letterbox(image: torch.Tensor, side: int) -> torch.Tensor:
     """Fit [C, H, W] into a [C, side, side] tile (aspect kept, centred, grey border)."""
     h, w = image.shape[-2:]
     scale = side / max(h, w)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    kwargs = {"antialias": True} if mode == "bilinear" else {}
-    resized = F.interpolate(image[None].float(), size=size, mode=mode, **kwargs)[0]
+    resized = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True)[0].clamp(0, 1)
     tile = torch.full((image.shape[0], side, side), 0.5)
     top, left = (side - size[0]) // 2, (side - size[1]) // 2
     tile[:, top : top + size[0], left : left + size[1]] = resized
@@ -155,7 +154,7 @@ def _letterbox(image: torch.Tensor, side: int, mode: str) -> torch.Tensor:
 
 def grid_column(image: torch.Tensor, overlay_image: torch.Tensor, tile: int = 192) -> torch.Tensor:
     """[3, 2 * tile, tile]: an image of any size above its overlay, each letterboxed into a square."""
-    return torch.cat([_letterbox(image.cpu(), tile, "bilinear"), _letterbox(overlay_image.cpu(), tile, "bilinear")], 1)
+    return torch.cat([_letterbox(image.cpu(), tile), _letterbox(overlay_image.cpu(), tile)], dim=1)
 
 
 def save_overlay_grid(path: str | os.PathLike, columns: list[torch.Tensor]) -> None:
