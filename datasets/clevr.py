@@ -9,7 +9,7 @@ and resized bilinearly; masks get the same crop and nearest-neighbour resizing.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -55,9 +55,8 @@ class ClevrWithMasks(MultiObjectHDF5):
     }
     CROP: ClassVar[CropBox | None] = (29, 221, 64, 256)
     IMAGE_RESIZE: ClassVar[str] = "bilinear"
-    REQUIRED: ClassVar[tuple[str, ...]] = ("image", "mask", "visibility", "shape")
 
-    def class_codes(self, f: Any, row: int) -> np.ndarray:
-        codes = f["shape"][row].astype(np.int64)
-        codes[0] = 0  # the background entity
+    def class_codes(self, shape: np.ndarray) -> np.ndarray:
+        codes = shape.astype(np.int64)
+        codes[:, 0] = 0  # the background entity
         return codes

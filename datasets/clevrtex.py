@@ -232,8 +232,9 @@ class ClevrTex(Dataset):
         box = centre_crop_box(height, width, int(CROP_FRACTION * min(height, width)))
         labels = crop_resize_labels(labels.astype(np.int64), box, self.mask_size)
         scene_number = int(stem.name.rsplit("_", 1)[1])
+        top, bottom, left, right = box
         return {
-            "image": crop_resize_image(image_to_tensor(image), box, self.image_size, "bilinear"),
+            "image": crop_resize_image(image_to_tensor(image[top:bottom, left:right]), None, self.image_size, "bilinear"),
             "mask_instance": torch.from_numpy(labels),
             "mask_class": torch.from_numpy((labels > 0).astype(np.int64)),
             "mask_ignore": torch.from_numpy(np.zeros(labels.shape, dtype=bool)),

@@ -8,7 +8,7 @@ neighbour (the pieces are pixel-aligned squares).
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -45,9 +45,8 @@ class Tetrominoes(MultiObjectHDF5):
     }
     CROP = None
     IMAGE_RESIZE: ClassVar[str] = "nearest"
-    REQUIRED: ClassVar[tuple[str, ...]] = ("image", "mask", "visibility", "shape")
 
-    def class_codes(self, f: Any, row: int) -> np.ndarray:
-        codes = np.rint(f["shape"][row]).astype(np.int64) + 1
-        codes[0] = 0  # the background entity
+    def class_codes(self, shape: np.ndarray) -> np.ndarray:
+        codes = np.rint(shape).astype(np.int64) + 1
+        codes[:, 0] = 0  # the background entity
         return codes

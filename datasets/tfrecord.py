@@ -15,6 +15,7 @@ that are processed in parallel with numpy and combines the lane CRCs with GF(2) 
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import struct
@@ -79,8 +80,12 @@ def _zero_byte_matrix() -> np.ndarray:
 _ZERO_BYTE = _zero_byte_matrix()
 
 
+@functools.lru_cache(maxsize=256)
 def _zeros_matrix(num_bytes: int) -> np.ndarray:
-    """The map register -> register after feeding ``num_bytes`` zero bytes (square and multiply)."""
+    """The map register -> register after feeding ``num_bytes`` zero bytes (square and multiply).
+
+    Cached: the records of one dataset mostly share a few lengths.
+    """
     result = np.array([1 << bit for bit in range(32)], dtype=np.uint32)  # identity
     power = _ZERO_BYTE
     while num_bytes:
@@ -104,10 +109,10 @@ def _crc_raw_numpy(data: bytes) -> int:
     for column in columns:
         registers = _TABLE[(registers ^ column) & low] ^ (registers >> eight)
     # Combine neighbouring lanes pairwise: crc(A + B) = shift(crc(A), len(B)) ^ crc(B).
-    shift = _zeros_matrix(lane_len)
+    level = 0
     while len(registers) > 1:
-        registers = _apply(shift, registers[0::2]) ^ registers[1::2]
-        shift = _compose(shift, shift)
+        registers = _apply(_zeros_matrix(lane_len << level), registers[0::2]) ^ registers[1::2]
+        level += 1
     return int(registers[0])
 
 
@@ -342,6 +347,15 @@ def encode_example(arrays: dict[str, np.ndarray], specs: dict[str, FeatureSpec])
 # ---------------------------------------------------------------------------- to HDF5
 
 
+_CHUNK_BYTES = 64 * 1024
+
+
+def _chunk_rows(spec: FeatureSpec) -> int:
+    """Samples per HDF5 chunk: one for images and masks (random access reads one sample),
+    many for small per-object attributes (a split's ``visibility`` is read in one go)."""
+    return max(1, min(1024, _CHUNK_BYTES // (spec.size * np.dtype(spec.dtype).itemsize)))
+
+
 def tfrecord_to_hdf5(
     tfrecord_path: str,
     hdf5_path: str,
@@ -353,7 +367,7 @@ def tfrecord_to_hdf5(
 ) -> int:
     """Convert a TFRecord file of Examples into one HDF5 dataset per feature ([N, *shape]).
 
-    Datasets are resizable along N, chunked per sample and gzip-compressed. The file is
+    Datasets are resizable along N, chunked by about 64 KiB and gzip-compressed. The file is
     written to ``<hdf5_path>.tmp<pid>`` and renamed when complete. Returns the sample count.
     """
     import h5py
@@ -371,7 +385,7 @@ def tfrecord_to_hdf5(
             datasets = {
                 name: f.create_dataset(
                     name, shape=(0, *spec.shape), maxshape=(None, *spec.shape), dtype=spec.dtype,
-                    chunks=(1, *spec.shape), compression="gzip", compression_opts=4,
+                    chunks=(_chunk_rows(spec), *spec.shape), compression="gzip", compression_opts=4,
                 )
                 for name, spec in specs.items()
             }

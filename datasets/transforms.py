@@ -36,19 +36,22 @@ def crop_resize_image(image: torch.Tensor, box: CropBox | None, size: int, mode:
     return F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False, antialias=False)[0]
 
 
-def crop_resize_labels(labels: np.ndarray, box: CropBox | None, size: int) -> np.ndarray:
-    """Crop an integer label map [H, W] and resize it to ``size`` x ``size`` (nearest neighbour).
+def nearest_grid(box: CropBox | None, height: int, width: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source rows and columns that crop + nearest-neighbour resizing to ``size`` x ``size`` reads.
 
-    Uses the same source-pixel choice as ``F.interpolate(mode="nearest")``: output pixel i reads
-    input pixel ``floor(i * in / out)``.
+    Uses the same choice as ``F.interpolate(mode="nearest")``: output pixel i reads input
+    pixel ``floor(i * in / out)`` of the crop. Picking these pixels first lets a stack of
+    per-entity masks be reduced to labels on the small grid only.
     """
-    if box is not None:
-        top, bottom, left, right = box
-        labels = labels[top:bottom, left:right]
-    height, width = labels.shape
-    if (height, width) == (size, size):
-        return np.ascontiguousarray(labels)
+    top, bottom, left, right = (0, height, 0, width) if box is None else box
+    crop_h, crop_w = bottom - top, right - left
     # float32 scale, as torch computes it, so both pick the same pixels at exact boundaries.
-    rows = np.minimum((np.arange(size, dtype=np.float32) * np.float32(height / size)).astype(np.int64), height - 1)
-    cols = np.minimum((np.arange(size, dtype=np.float32) * np.float32(width / size)).astype(np.int64), width - 1)
-    return labels[rows[:, None], cols[None, :]]
+    rows = np.minimum((np.arange(size, dtype=np.float32) * np.float32(crop_h / size)).astype(np.int64), crop_h - 1)
+    cols = np.minimum((np.arange(size, dtype=np.float32) * np.float32(crop_w / size)).astype(np.int64), crop_w - 1)
+    return rows + top, cols + left
+
+
+def crop_resize_labels(labels: np.ndarray, box: CropBox | None, size: int) -> np.ndarray:
+    """Crop an integer label map [H, W] and resize it to ``size`` x ``size`` (nearest neighbour)."""
+    rows, cols = nearest_grid(box, labels.shape[0], labels.shape[1], size)
+    return labels[rows][:, cols]  # two 1-D takes: ~5x faster than one 2-D fancy index
