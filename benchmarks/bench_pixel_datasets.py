@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--num_workers", type=int, default=0)
     parser.add_argument("--convert_samples", type=int, default=10, help="CLEVR TFRecords converted for the timing")
+    parser.add_argument("--convert_workers", type=int, default=2, help="also time the converter with this many workers")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores | "
           f"{args.image_size}px, batch {args.batch_size}, {args.num_workers} workers, split: test+val+train of "
@@ -83,11 +84,12 @@ def main() -> None:
             print(f"{name:18s} {throughput(dataset, args.batch_size, args.num_workers):8.1f} images/s")
 
         tfrecord, _ = write_clevr_tfrecord(tmp / "clevr.tfrecords", num_samples=args.convert_samples)
-        start = time.perf_counter()
-        tfrecord_to_hdf5(str(tfrecord), str(tmp / "converted.h5"), clevr.FEATURES)
-        elapsed = time.perf_counter() - start
-        print(f"convert CLEVR TFRecord -> HDF5: {elapsed / args.convert_samples * 1e3:.0f} ms/sample "
-              f"(100k samples: {elapsed / args.convert_samples * 1e5 / 3600:.1f} h on one core)")
+        for workers in sorted({0, args.convert_workers}):
+            start = time.perf_counter()
+            tfrecord_to_hdf5(str(tfrecord), str(tmp / f"converted{workers}.h5"), clevr.FEATURES, workers=workers)
+            per_sample = (time.perf_counter() - start) / args.convert_samples
+            print(f"convert CLEVR TFRecord -> HDF5, {workers} workers: {per_sample * 1e3:.0f} ms/sample "
+                  f"(100k samples: {per_sample * 1e5 / 3600:.1f} h)")
 
 
 if __name__ == "__main__":

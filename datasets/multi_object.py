@@ -7,6 +7,8 @@ the background), plus per-entity attributes such as ``visibility`` [N, E] float3
 
 Splits are contiguous index ranges (see each dataset's ``SPLITS``). A file with fewer samples
 than the splits need (a test fixture, a partial conversion) is split in the same proportions.
+The image size may differ from DeepMind's (small test fixtures, rescaled copies): the crop is
+then scaled with it; the entity count, the attributes and all dtypes must match.
 """
 from __future__ import annotations
 
@@ -63,7 +65,8 @@ class MultiObjectHDF5(Dataset):
         self.mask_size = image_size if mask_size is None else mask_size
         self.max_objects = max_objects
         self.with_masks = with_masks
-        self._h5: Any = None
+        self._h5: dict[str, Any] | None = None
+        self._h5_file: Any = None
         self._h5_pid: int | None = None
         total = self._check_layout()
         self.crop = self.crop_box()
@@ -199,15 +202,15 @@ class MultiObjectHDF5(Dataset):
         if self._h5 is None or self._h5_pid != os.getpid():
             import h5py
 
-            f = h5py.File(self.path, "r")
+            self._h5_file = h5py.File(self.path, "r")  # kept: closing it would close the datasets
             # Looking a dataset up by name costs ~0.1 ms, a noticeable share of a small item.
-            self._h5 = {key: f[key] for key in self.REQUIRED}
+            self._h5 = {key: self._h5_file[key] for key in self.REQUIRED}
             self._h5_pid = os.getpid()
         return self._h5
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_h5"], state["_h5_pid"] = None, None  # spawned workers reopen the file
+        state["_h5"], state["_h5_file"], state["_h5_pid"] = None, None, None  # spawned workers reopen the file
         return state
 
     def __len__(self) -> int:

@@ -36,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_samples", type=int, default=None, help="convert only the first N records")
     parser.add_argument("--compression", choices=COMPRESSIONS, default="auto", help="TFRecord compression (auto: detect)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--workers", type=int, default=0, help="processes that check CRCs and decode (0: this one)")
     return parser.parse_args(argv)
 
 
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     count = tfrecord_to_hdf5(
         args.tfrecord, args.out, FEATURES[args.dataset], max_samples=args.max_samples,
-        compression=args.compression, progress=True,
+        compression=args.compression, progress=True, workers=args.workers,
     )
     elapsed = time.perf_counter() - start
     size_mib = os.path.getsize(args.out) / 2**20

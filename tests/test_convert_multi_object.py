@@ -60,3 +60,22 @@ def test_converter_errors(tmp_path: Path) -> None:
         convert.main(["--dataset", "clevr", "--tfrecord", str(tmp_path / "nope.tfrecords"), "--out", str(out)])
     with pytest.raises(UserError, match="--max_samples must be >= 1"):
         convert.main(["--dataset", "tetrominoes", "--tfrecord", str(tfrecord), "--out", str(out), "--max_samples", "0"])
+
+
+def test_worker_processes_give_the_same_file_and_report_bad_crcs(tmp_path: Path) -> None:
+    tfrecord, arrays = write_tetrominoes_tfrecord(tmp_path / "t.tfrecords", num_samples=6)
+    out = tmp_path / "t.h5"
+    assert convert.main(["--dataset", "tetrominoes", "--tfrecord", str(tfrecord), "--out", str(out), "--workers", "2"]) == 6
+    _assert_same(out, arrays)
+    # Flip one byte inside record 4's data (uncompressed copy): the worker's CRC check names it.
+    import gzip
+
+    raw = bytearray(gzip.decompress(tfrecord.read_bytes()))
+    record_size = len(raw) // 6
+    raw[4 * record_size + 100] ^= 0xFF
+    broken = tmp_path / "broken.tfrecords"
+    broken.write_bytes(bytes(raw))
+    with pytest.raises(UserError, match="bad data CRC at record 4"):
+        convert.main(["--dataset", "tetrominoes", "--tfrecord", str(broken), "--out", str(tmp_path / "b.h5"),
+                      "--workers", "2"])
+    assert not (tmp_path / "b.h5").exists()

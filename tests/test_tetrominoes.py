@@ -52,3 +52,13 @@ def test_layout_errors(tmp_path: Path) -> None:
     clevr_dir = write_clevr_h5(tmp_path / "clevr", num_samples=4)
     with pytest.raises(UserError, match=r"'mask' has per-sample shape \(11, 48, 64, 1\), tetrominoes needs \(4, 48, 64, 1\)"):
         build_dataset("tetrominoes", "train", 35, data_path=str(clevr_dir / "clevr_with_masks.h5"))
+
+
+def test_dataloader_workers_reopen_the_file(tetro_dir: Path) -> None:
+    from torch.utils.data import DataLoader
+
+    dataset = build_dataset("tetrominoes", "train", 35, data_path=str(tetro_dir))
+    first = dataset[0]["image"]  # the main process now holds an open handle
+    batches = list(DataLoader(dataset, batch_size=8, num_workers=2))
+    assert sum(len(b["image"]) for b in batches) == 24
+    torch.testing.assert_close(batches[0]["image"][0], first)
