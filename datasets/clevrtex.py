@@ -211,8 +211,8 @@ class ClevrTex(Dataset):
 
         try:
             with Image.open(path) as picture:
-                if picture.mode in ("RGBA", "LA", "P") and not path.name.endswith("_flat.png"):
-                    picture = picture.convert("RGB")  # drop alpha
+                if picture.mode != "RGB" and not path.name.endswith("_flat.png"):
+                    picture = picture.convert("RGB")  # drops ClevrTex's alpha channel
                 return np.asarray(picture)
         except OSError as err:
             raise UserError(f"cannot read {path} ({err}); re-extract the ClevrTex archives") from err
@@ -230,7 +230,7 @@ class ClevrTex(Dataset):
             )
         height, width = labels.shape
         box = centre_crop_box(height, width, int(CROP_FRACTION * min(height, width)))
-        labels = crop_resize_labels(labels.astype(np.int64), box, self.mask_size)
+        labels = crop_resize_labels(labels, box, self.mask_size).astype(np.int64)
         scene_number = int(stem.name.rsplit("_", 1)[1])
         top, bottom, left, right = box
         return {

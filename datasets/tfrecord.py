@@ -4,10 +4,12 @@ A TFRecord file is a sequence of records, each framed as::
 
     uint64 length (little endian) | uint32 masked_crc32c(length bytes) | data | uint32 masked_crc32c(data)
 
-(optionally the whole file is GZIP-compressed, as DeepMind's multi_object_datasets are). The ``tf.train.Example`` message is
-declared here from its public schema (``tensorflow/core/example/{feature,example}.proto``) in a
-private protobuf descriptor pool, so parsing uses the installed ``protobuf`` runtime and no
-TensorFlow, and it never clashes with TensorFlow's own classes when both are imported.
+(optionally the whole file is GZIP-compressed, as DeepMind's multi_object_datasets are). The
+``tf.train.Example`` message is declared here from its public schema
+(``tensorflow/core/example/{feature,example}.proto``) in a private protobuf descriptor pool, so
+parsing uses the installed ``protobuf`` runtime and no TensorFlow (the ``tensorboard`` package
+ships no ``example_pb2``), and it never clashes with TensorFlow's own classes when both are
+imported.
 
 CRC32C over records of several MB must be fast: :func:`crc32c` splits long buffers into lanes
 that are processed in parallel with numpy and combines the lane CRCs with GF(2) matrices
@@ -370,6 +372,11 @@ def _chunk_rows(spec: FeatureSpec) -> int:
     return max(1, min(1024, _CHUNK_BYTES // (spec.size * np.dtype(spec.dtype).itemsize)))
 
 
+def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while batch := list(itertools.islice(items, size)):
+        yield batch
+
+
 def _decode_record(
     record: tuple[int, bytes, int], path: str, specs: dict[str, FeatureSpec], check_crc: bool
 ) -> dict[str, np.ndarray]:
@@ -426,7 +433,9 @@ def tfrecord_to_hdf5(
                     # the workers only parse bytes and never touch the open files.
                     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
                     pool = stack.enter_context(multiprocessing.get_context(method).Pool(workers))
-                    decoded = pool.imap(decode, records, chunksize=2)
+                    # Batches, not pool.imap: imap reads ahead without bound, i.e. the whole
+                    # (hundreds of GB uncompressed) file into memory.
+                    decoded = (arrays for batch in _batches(records, 4 * workers) for arrays in pool.map(decode, batch))
                 else:
                     decoded = map(decode, records)
                 for arrays in tqdm(decoded, desc=os.path.basename(tfrecord_path), disable=not progress, total=max_samples):
