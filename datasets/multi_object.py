@@ -117,7 +117,8 @@ class MultiObjectHDF5(Dataset):
                     f"{self.path} has no {', '.join(missing)} dataset (keys: {', '.join(sorted(f.keys())) or 'none'}); "
                     f"not a {self.NAME} HDF5 file, convert one with: {self.converter_hint()}"
                 )
-            height, width = f["image"].shape[1:3] if f["image"].ndim == 4 else (0, 0)
+            image = f["image"]
+            height, width = image.shape[1:3] if isinstance(image, h5py.Dataset) and image.ndim == 4 else (0, 0)
             lengths = set()
             for key in self.REQUIRED:
                 spec, dset = self.FEATURES[key], f[key]

@@ -86,6 +86,13 @@ def test_layout_errors(tmp_path: Path, clevr_dir: Path) -> None:
     _expect("has no mask dataset", tmp_path / "nomask.h5")
     write_h5(tmp_path / "entities.h5", {**arrays, "mask": arrays["mask"][:, :4]})
     _expect(r"'mask' has per-sample shape \(4, 48, 64, 1\), clevr needs \(11, 48, 64, 1\)", tmp_path / "entities.h5")
+    with h5py.File(tmp_path / "group.h5", "w") as f:
+        for name, values in arrays.items():
+            if name == "image":
+                f.create_group("image")
+            else:
+                f.create_dataset(name, data=values)
+    _expect("'image' has per-sample shape a group", tmp_path / "group.h5")
     write_h5(tmp_path / "dtype.h5", {**arrays, "visibility": arrays["visibility"].astype(np.float64)})
     _expect("'visibility' has dtype float64, clevr needs float32", tmp_path / "dtype.h5")
     write_h5(tmp_path / "lengths.h5", {**arrays, "visibility": arrays["visibility"][:3]})

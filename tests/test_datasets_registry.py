@@ -33,7 +33,7 @@ def test_mask_size_defaults_and_limit() -> None:
     assert len(limit(dataset, 4)) == 4 and limit(dataset, None) is dataset
 
 
-def test_pixel_dataset_names_aliases_and_mask_sizes(tmp_path: Path) -> None:
+def test_pixel_dataset_names_aliases_and_mask_sizes() -> None:
     from datasets import DATASETS, canonical_name
 
     for name in ("clevr", "clevr6", "clevr10", "tetrominoes", "clevrtex", "clevrtex6"):
