@@ -7,12 +7,31 @@ from torch.utils.data import Dataset, Subset
 
 from utils.errors import UserError
 
-DATASETS: tuple[str, ...] = ("shapes",)
+DATASETS: tuple[str, ...] = ("shapes", "clevr", "clevr6", "clevr10", "tetrominoes", "clevrtex", "clevrtex6")
+# Names a user of the object-discovery seed (HHousen) may type, mapped to ours.
+DATASET_ALIASES: dict[str, str] = {
+    "clevr_with_masks": "clevr", "clevr6_masks": "clevr6", "clevr10_masks": "clevr10", "clevrtex_full": "clevrtex",
+}
+# Object-count limits of the pixel-space object-discovery datasets (None: every scene).
+PIXEL_DATASET_MAX_OBJECTS: dict[str, int | None] = {
+    "clevr": None, "clevr6": 6, "clevr10": 10, "tetrominoes": None, "clevrtex": None, "clevrtex6": 6,
+}
+
+
+def canonical_name(dataset: str) -> str:
+    """The registry name of ``dataset`` (aliases resolved)."""
+    return DATASET_ALIASES.get(dataset, dataset)
 
 
 def default_mask_size(dataset: str, image_size: int) -> int:
-    """Resolution at which metrics are computed when ``--val_mask_size`` is not given."""
-    return {"coco": 320, "voc": 320, "movi": 128}.get(dataset, image_size)
+    """Resolution at which metrics are computed when ``--val_mask_size`` is not given.
+
+    CLEVR and ClevrTex: 128 (the seed's resolution, after the 192-px crop); Tetrominoes: 35,
+    the native size, so the ground truth is never resampled.
+    """
+    sizes = {"coco": 320, "voc": 320, "movi": 128, "tetrominoes": 35}
+    sizes.update({name: 128 for name in ("clevr", "clevr6", "clevr10", "clevrtex", "clevrtex6")})
+    return sizes.get(canonical_name(dataset), image_size)
 
 
 def build_dataset(
@@ -23,12 +42,15 @@ def build_dataset(
     data_path: str | None = None,
     num_samples: int | None = None,
     seed: int = 0,
+    cache_dir: str | None = None,
 ) -> Dataset:
-    """Build split ``train`` or ``val`` of dataset ``name``.
+    """Build split ``train`` or ``val`` (``test`` too for CLEVR, Tetrominoes, ClevrTex) of dataset ``name``.
 
     ``num_samples`` limits the split (the first N samples); for the synthetic ``shapes`` data
-    it sets how many scenes exist. Returns items as dicts (see DESIGN.md).
+    it sets how many scenes exist. ``cache_dir`` is where ClevrTex keeps its index (default:
+    see ``datasets.clevrtex.default_cache_dir``). Returns items as dicts (see DESIGN.md).
     """
+    name = canonical_name(name)
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; available here: {', '.join(DATASETS)}")
     mask_size = mask_size or default_mask_size(name, image_size)
@@ -51,6 +73,19 @@ def build_dataset(
             seed=seed,
             hdf5_path=str(hdf5_path) if hdf5_path else None,
         )
+    max_objects = PIXEL_DATASET_MAX_OBJECTS[name]
+    if name.startswith("clevrtex"):
+        from datasets.clevrtex import ClevrTex
+
+        return ClevrTex(data_path or "", split, image_size, mask_size, max_objects, num_samples, cache_dir=cache_dir)
+    if name.startswith("clevr"):
+        from datasets.clevr import ClevrWithMasks
+
+        return ClevrWithMasks(data_path or "", split, image_size, mask_size, max_objects, num_samples)
+    if name == "tetrominoes":
+        from datasets.tetrominoes import Tetrominoes
+
+        return Tetrominoes(data_path or "", split, image_size, mask_size, max_objects, num_samples)
     raise AssertionError(name)  # unreachable: DATASETS lists the implemented names
 
 

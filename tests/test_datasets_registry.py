@@ -31,3 +31,16 @@ def test_mask_size_defaults_and_limit() -> None:
     dataset = build_dataset("shapes", "val", image_size=32, mask_size=48, num_samples=10)
     assert dataset[0]["mask_instance"].shape == (48, 48)
     assert len(limit(dataset, 4)) == 4 and limit(dataset, None) is dataset
+
+
+def test_pixel_dataset_names_aliases_and_mask_sizes() -> None:
+    from datasets import DATASETS, canonical_name
+
+    for name in ("clevr", "clevr6", "clevr10", "tetrominoes", "clevrtex", "clevrtex6"):
+        assert name in DATASETS
+    assert canonical_name("clevr_with_masks") == "clevr" and canonical_name("clevr6_masks") == "clevr6"
+    assert default_mask_size("clevr6", 224) == 128 and default_mask_size("clevrtex", 64) == 128
+    assert default_mask_size("tetrominoes", 128) == 35 and default_mask_size("clevr_with_masks", 32) == 128
+    for name in ("clevr", "tetrominoes", "clevrtex6"):
+        with pytest.raises(UserError, match="--data_path is required"):
+            build_dataset(name, "train", image_size=32)
