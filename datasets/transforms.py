@@ -3,11 +3,13 @@
 The published pipelines (SPOT, spec section 3.3) resize the short side (torchvision
 ``Resize(int)``: the long side is truncated) and crop the centre (torchvision ``CenterCrop``:
 offsets rounded with Python's ``round``). Label maps are resized with PIL ``NEAREST``, which
-picks source pixel ``floor((i + 0.5) * in / out)``; this module does the same with numpy index
-arrays and only computes the cropped window, so a 320-px mask costs one gather per map.
+picks source pixel ``floor((i + 0.5) * in / out)`` (summed step by step); this module picks the
+same pixels with numpy index arrays and only computes the cropped window, so a 320-px mask
+costs one gather per map.
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -30,10 +32,22 @@ def center_offsets(height: int, width: int, crop: int) -> tuple[int, int]:
     return int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
 
 
+@functools.lru_cache(maxsize=1024)
+def _nearest_indices(in_len: int, out_len: int) -> tuple[int, ...]:
+    scale = in_len / out_len
+    position = scale * 0.5
+    index = []
+    for _ in range(out_len):
+        # Pillow steps the source coordinate by repeated addition, and that rounding decides
+        # ties such as 11.999... vs 12; summing the same way reproduces its picks exactly.
+        index.append(min(int(position), in_len - 1))
+        position += scale
+    return tuple(index)
+
+
 def nearest_indices(in_len: int, out_len: int) -> np.ndarray:
     """Source index of each output pixel of a PIL NEAREST resize from ``in_len`` to ``out_len``."""
-    index = np.floor((np.arange(out_len) + 0.5) * (in_len / out_len)).astype(np.int64)
-    return np.minimum(index, in_len - 1)
+    return np.asarray(_nearest_indices(in_len, out_len), dtype=np.int64)
 
 
 def label_window(height: int, width: int, size: int) -> tuple[np.ndarray, np.ndarray]:
