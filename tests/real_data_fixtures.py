@@ -177,3 +177,38 @@ def movi_labels(size: int, video: int, t: int) -> np.ndarray:
     labels[q : 2 * q, (t % q) : (t % q) + q] = 1
     labels[2 * q + 1 : 3 * q + 1, 2 * q : 3 * q] = 3
     return labels
+
+
+def write_coco_scaled(root: Path, num_images: int, size: tuple[int, int] = (480, 640), anns_per_image: int = 7,
+                      seed: int = 0) -> Path:
+    """A COCO-sized fixture for benchmarks: photo-sized JPEGs, 20-vertex polygons, some crowd RLEs.
+
+    The same images and annotations serve both splits (COCO averages ~7 annotations per image).
+    """
+    rng = np.random.default_rng(seed)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    height, width = size
+    images, annotations = [], []
+    for split in ("train2017", "val2017"):
+        (root / split).mkdir(exist_ok=True)
+    for i in range(num_images):
+        name = f"{i + 1:012d}.jpg"
+        image = _random_image(rng, height, width)
+        for split in ("train2017", "val2017"):
+            image.save(root / split / name, quality=90)
+        images.append({"id": i + 1, "file_name": name, "height": height, "width": width})
+        for k in range(anns_per_image):
+            cx, cy = rng.uniform(0.1, 0.9) * width, rng.uniform(0.1, 0.9) * height
+            radius = rng.uniform(0.05, 0.3) * min(height, width)
+            angles = np.sort(rng.uniform(0, 2 * np.pi, 20))
+            polygon = np.stack([cx + radius * np.cos(angles), cy + radius * np.sin(angles)], 1).ravel()
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": int(rng.choice([1, 18, 44])),
+                                "iscrowd": 0, "segmentation": [np.clip(polygon, 0, max(size)).round(2).tolist()]})
+        if i % 10 == 0:
+            crowd = np.zeros(size, dtype=np.uint8)
+            crowd[: height // 3, : width // 3] = 1
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 1,
+                                "segmentation": uncompressed_rle(crowd)})
+    for split in ("train2017", "val2017"):
+        _write_json(root / "annotations" / f"instances_{split}.json", images, annotations)
+    return root
