@@ -12,6 +12,7 @@ import eval_spot
 import train_spot
 from datasets.movi import SAMPLING_FILE
 from real_data_fixtures import write_coco, write_movi, write_voc
+from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -55,6 +56,9 @@ def test_voc_train_and_eval(tmp_path: Path) -> None:
     record = evaluate(run, "--dataset", "voc", "--data_path", str(tmp_path / "voc"), "--val_mask_size", "24",
                       "--eval_protocol", "dinosaur")
     assert record["eval_protocol"] == "dinosaur" and record["num_images"] == 3
+    with pytest.raises(UserError, match="no ground-truth masks"):
+        evaluate(run, "--dataset", "voc", "--data_path", str(tmp_path / "voc"), "--split", "train",
+                 "--sbd_path", str(tmp_path / "voc" / "benchmark_RELEASE"))
 
 
 def test_movi_stage_two_reuses_the_frames_of_stage_one(tmp_path: Path) -> None:

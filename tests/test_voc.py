@@ -75,6 +75,18 @@ def test_trainaug_sources(tmp_path: Path) -> None:
         trainaug_ids(voc, tmp_path)
 
 
+def test_make_voc_trainaug_script(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import make_voc_trainaug
+
+    voc = write_voc(tmp_path)
+    out = make_voc_trainaug.main(["--data_path", str(tmp_path), "--sbd_path", str(tmp_path / "benchmark_RELEASE")])
+    assert out == voc / "ImageSets" / "Segmentation" / "trainaug.txt" and len(out.read_text().split()) == 9
+    assert len(build_dataset("voc", "train", 24, data_path=str(tmp_path))) == 9
+
+
 def test_random_crop_stays_inside(voc_base: Path) -> None:
     dataset = build_dataset("voc", "train", 24, data_path=str(voc_base / "VOCdevkit"),
                             sbd_path=str(voc_base / "benchmark_RELEASE"))
