@@ -31,7 +31,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from datasets.layout import CheckedImageDataset, check_present, require_dir, require_file, require_nonempty, scan_headers
-from datasets.transforms import bool_to_tensor, crop_view, label_window, labels_to_tensor, load_short_side
+from datasets.transforms import augmentation_rng, bool_to_tensor, crop_view, label_window, labels_to_tensor, load_short_side
 from utils.errors import UserError
 
 SPLIT_NAMES = {"train": "train2017", "val": "val2017"}
@@ -173,9 +173,9 @@ class CocoDataset(CheckedImageDataset):
 
     def _load(self, index: int) -> dict[str, Any]:
         image, _ = load_short_side(self.paths[index], self.image_size)
-        view = crop_view(image, self.image_size, random_crop=False, flip_prob=0.5 if self.training else 0.0)
         if self.training:
-            return {"image": view}
+            return {"image": crop_view(image, self.image_size, flip_prob=0.5, rng=augmentation_rng(index))}
+        view = crop_view(image, self.image_size)
         height, width = (int(v) for v in self.sizes[index])
         segmentations, classes = self.annotations[index]
         rles, kept_classes = [], []

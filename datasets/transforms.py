@@ -117,16 +117,37 @@ def bool_to_tensor(mask: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))
 
 
-def crop_view(image: Image.Image, size: int, random_crop: bool = False, flip_prob: float = 0.0) -> torch.Tensor:
+def augmentation_rng(index: int) -> np.random.Generator:
+    """Random source for the augmentation of sample ``index`` in the current pass.
+
+    In a DataLoader worker it depends only on the loader's base seed (drawn from the training
+    loop's per-epoch generator) and the index, not on which worker loads the sample or where
+    the epoch started, so a run resumed mid-epoch sees the same crops and flips as an
+    uninterrupted one. In the main process (``--num_workers 0``) it draws from torch's global
+    RNG, whose state the checkpoints store.
+    """
+    info = torch.utils.data.get_worker_info()
+    seed = int(torch.randint(2**62, ())) if info is None else info.seed - info.id
+    return np.random.default_rng([seed, index])
+
+
+def crop_view(
+    image: Image.Image,
+    size: int,
+    random_crop: bool = False,
+    flip_prob: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> torch.Tensor:
     """A ``size`` x ``size`` crop (centred, or uniformly placed) as a tensor, flipped with ``flip_prob``.
 
-    Random choices come from torch's RNG, which the DataLoader seeds per worker from the
-    loop's per-epoch generator, so a seeded run sees the same augmentations.
+    ``rng`` (see :func:`augmentation_rng`) is needed only for the random choices.
     """
+    if (random_crop or flip_prob > 0) and rng is None:
+        raise ValueError("crop_view: random_crop or flip_prob needs an rng")
     if random_crop:
-        top = int(torch.randint(0, image.height - size + 1, ()))
-        left = int(torch.randint(0, image.width - size + 1, ()))
+        top = int(rng.integers(0, image.height - size + 1))
+        left = int(rng.integers(0, image.width - size + 1))
     else:
         top, left = center_offsets(image.height, image.width, size)
-    flip = flip_prob > 0 and float(torch.rand(())) < flip_prob
+    flip = flip_prob > 0 and float(rng.random()) < flip_prob
     return to_tensor(crop(image, top, left, size), flip)

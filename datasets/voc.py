@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from datasets.layout import CheckedImageDataset, check_present, require_dir, require_file, require_nonempty, scan_headers
-from datasets.transforms import bool_to_tensor, crop_view, label_window, labels_to_tensor, load_short_side
+from datasets.transforms import augmentation_rng, bool_to_tensor, crop_view, label_window, labels_to_tensor, load_short_side
 from utils.errors import UserError
 from utils.logging import get_logger
 
@@ -144,7 +144,8 @@ class VocDataset(CheckedImageDataset):
         image_id = str(self.ids[index])
         image, (height, width) = load_short_side(self.root / "JPEGImages" / f"{image_id}.jpg", self.image_size)
         if self.training:
-            return {"image": crop_view(image, self.image_size, random_crop=True, flip_prob=0.5)}
+            rng = augmentation_rng(index)
+            return {"image": crop_view(image, self.image_size, random_crop=True, flip_prob=0.5, rng=rng)}
         instance = _read_indexed(str(self.root / "SegmentationObject" / f"{image_id}.png"))
         class_map = _read_indexed(str(self.root / "SegmentationClass" / f"{image_id}.png"))
         if instance.shape != (height, width) or class_map.shape != (height, width):

@@ -48,9 +48,12 @@ def test_crop_view_centre_and_flip() -> None:
     centre = crop_view(image, 4)
     expected = torch.from_numpy(array[1:5, 2:6].transpose(2, 0, 1).astype(np.float32) / 255)
     torch.testing.assert_close(centre, expected)
-    torch.testing.assert_close(crop_view(image, 4, flip_prob=1.0), expected.flip(-1))
+    rng = np.random.default_rng(0)
+    torch.testing.assert_close(crop_view(image, 4, flip_prob=1.0, rng=rng), expected.flip(-1))
     for _ in range(5):
-        assert crop_view(image, 4, random_crop=True).shape == (3, 4, 4)
+        assert crop_view(image, 4, random_crop=True, rng=rng).shape == (3, 4, 4)
+    with pytest.raises(ValueError, match="needs an rng"):
+        crop_view(image, 4, random_crop=True)
 
 
 def test_nearest_indices_match_pil_on_many_sizes() -> None:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from datasets import build_dataset
 from datasets.voc import trainaug_ids, write_trainaug
@@ -87,11 +88,24 @@ def test_make_voc_trainaug_script(tmp_path: Path) -> None:
     assert len(build_dataset("voc", "train", 24, data_path=str(tmp_path))) == 9
 
 
-def test_random_crop_stays_inside(voc_base: Path) -> None:
+def test_augmentation_is_the_same_after_a_mid_epoch_resume(voc_base: Path) -> None:
+    from utils.train import EpochSampler, make_loader
+
     dataset = build_dataset("voc", "train", 24, data_path=str(voc_base / "VOCdevkit"),
                             sbd_path=str(voc_base / "benchmark_RELEASE"))
-    views = {tuple(dataset[2]["image"][0, 0, :3].tolist()) for _ in range(8)}
-    assert len(views) > 1  # crops and flips vary
+
+    def views(start: int) -> dict[int, torch.Tensor]:
+        sampler = EpochSampler(len(dataset), seed=0, epoch=3, start=start)
+        loader = make_loader(dataset, 1, 2, sampler, seed=3, drop_last=False)
+        return {int(b["index"][0]): b["image"][0] for b in loader}
+
+    full, resumed = views(0), views(3)  # an odd start sends each batch to the other worker
+    assert len(resumed) == 6
+    for index, image in resumed.items():
+        torch.testing.assert_close(image, full[index])
+    # Crops and flips do vary from sample to sample and pass to pass.
+    torch.manual_seed(0)
+    assert len({tuple(dataset[2]["image"][0, 0, :3].tolist()) for _ in range(8)}) > 1
 
 
 def test_layout_errors(tmp_path: Path) -> None:
