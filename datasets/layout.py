@@ -106,6 +106,7 @@ class CheckedImageDataset(Dataset, abc.ABC):
     file that passed the header scan are skipped (next sample) or raised (``strict``)."""
 
     strict: bool = False
+    _skipped: int = 0  # corrupt samples met by this process (each DataLoader worker counts its own)
 
     @abc.abstractmethod
     def __len__(self) -> int:
@@ -131,7 +132,7 @@ class CheckedImageDataset(Dataset, abc.ABC):
                         f"corrupt data in sample {current} of {type(self).__name__}: {err}; "
                         "replace the file or drop --strict_data to skip it"
                     ) from err
-                self._skipped = getattr(self, "_skipped", 0) + 1
+                self._skipped += 1
                 log.warning(f"skipping corrupt sample {current} ({err}); {self._skipped} skipped in this worker")
                 continue
             sample["index"] = index
