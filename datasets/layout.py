@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from datasets.transforms import IMAGE_ERRORS
+from datasets.transforms import IMAGE_ERRORS, CorruptImageError
 from utils.errors import UserError
 from utils.logging import get_logger
 
@@ -114,7 +114,8 @@ class CheckedImageDataset(Dataset, abc.ABC):
 
     @abc.abstractmethod
     def _load(self, index: int) -> dict[str, Any]:
-        """Sample ``index`` as a dict (may raise PIL's errors on a corrupt file)."""
+        """Sample ``index`` as a dict; file reads go through ``transforms.decoding``, so a corrupt
+        file raises :class:`CorruptImageError`."""
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)
@@ -126,7 +127,7 @@ class CheckedImageDataset(Dataset, abc.ABC):
             current = (index + attempt) % len(self)
             try:
                 sample = self._load(current)
-            except IMAGE_ERRORS as err:
+            except CorruptImageError as err:
                 if self.strict:
                     raise RuntimeError(
                         f"corrupt data in sample {current} of {type(self).__name__}: {err}; "

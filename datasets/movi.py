@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from datasets.layout import CheckedImageDataset, check_present, require_dir, require_nonempty, scan_headers
-from datasets.transforms import bool_to_tensor, crop_view, label_window, labels_to_tensor, load_short_side
+from datasets.transforms import bool_to_tensor, crop_view, decoding, label_window, labels_to_tensor, load_short_side
 from utils.errors import UserError
 from utils.logging import get_logger
 
@@ -190,7 +190,8 @@ class MoviDataset(CheckedImageDataset):
         covered = np.zeros(size, dtype=np.uint8)
         window = None
         for object_id in self._mask_ids[frame]:
-            with Image.open(self.split_dir / f"{stem}_mask_{object_id:02d}.png") as mask_image:
+            path = self.split_dir / f"{stem}_mask_{object_id:02d}.png"
+            with decoding(path), Image.open(path) as mask_image:
                 on = np.asarray(mask_image.convert("L")) > 127
             if window is None:
                 window = np.ix_(*label_window(on.shape[0], on.shape[1], self.mask_size))

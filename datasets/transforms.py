@@ -9,8 +9,10 @@ costs one gather per map.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -18,6 +20,23 @@ from PIL import Image
 
 # PIL raises these on unreadable or truncated files (SyntaxError for some malformed headers).
 IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+class CorruptImageError(Exception):
+    """A file that PIL could not decode; carries the path and PIL's reason."""
+
+
+@contextlib.contextmanager
+def decoding(path: str | os.PathLike) -> Iterator[None]:
+    """Turn PIL's errors while reading ``path`` into :class:`CorruptImageError`.
+
+    Only the file access is wrapped, so a bug elsewhere in a loader still raises normally
+    instead of being mistaken for a corrupt file and skipped.
+    """
+    try:
+        yield
+    except IMAGE_ERRORS as err:
+        raise CorruptImageError(f"{path}: {type(err).__name__}: {err}") from err
 
 
 def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -80,7 +99,7 @@ def load_short_side(
     the target, which decodes far fewer pixels; the result is then resized to exactly the size
     a full decode would give, so the geometry (and the mask alignment) does not change.
     """
-    with Image.open(path) as image:
+    with decoding(path), Image.open(path) as image:
         original = (image.height, image.width)
         height, width = short_side_size(image.height, image.width, size)
         if image.format == "JPEG":

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from datasets.layout import CheckedImageDataset, check_present, require_dir, require_file, require_nonempty, scan_headers
-from datasets.transforms import augmentation_rng, bool_to_tensor, crop_view, label_window, labels_to_tensor, load_short_side
+from datasets.transforms import augmentation_rng, bool_to_tensor, crop_view, decoding, label_window, labels_to_tensor, load_short_side
 from utils.errors import UserError
 from utils.logging import get_logger
 
@@ -93,7 +93,7 @@ def write_trainaug(voc_root: Path, sbd_path: str | Path | None, out: Path | None
 
 def _read_indexed(path: str) -> np.ndarray:
     """Palette indices of a VOC PNG (mode P); RGB-rendered masks would lose the ids."""
-    with Image.open(path) as image:
+    with decoding(path), Image.open(path) as image:
         if image.mode not in ("P", "L"):
             raise UserError(f"{path} is a {image.mode} image; VOC masks must be the original indexed (P) PNGs")
         return np.asarray(image)
@@ -131,6 +131,10 @@ class VocDataset(CheckedImageDataset):
                 require_dir(voc / folder, f"VOC {folder}", LAYOUT_HINT)
                 check_present([str(voc / folder / f"{i}.png") for i in ids], f"VOC {split} {folder} masks", LAYOUT_HINT)
         keep = scan_headers(paths, strict, f"VOC {split} images")
+        if not self.training:  # a sample needs all three files
+            for folder in ("SegmentationObject", "SegmentationClass"):
+                masks = [str(voc / folder / f"{i}.png") for i in ids]
+                keep = np.intersect1d(keep, scan_headers(masks, strict, f"VOC {split} {folder} masks"))
         require_nonempty(keep, f"VOC {split} (no readable image)", LAYOUT_HINT)
         self.root = voc
         self.ids = np.asarray(ids)[keep]

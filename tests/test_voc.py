@@ -121,3 +121,12 @@ def test_layout_errors(tmp_path: Path) -> None:
     (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("\n")
     with pytest.raises(UserError, match="VOC val list .* is empty"):
         build_dataset("voc", "val", 32, data_path=str(voc))
+
+
+def test_unreadable_mask_drops_its_sample(tmp_path: Path) -> None:
+    voc = write_voc(tmp_path)
+    (voc / "SegmentationClass" / "2008_000002.png").write_bytes(b"\x89PNG broken")
+    dataset = build_dataset("voc", "val", 32, 30, str(voc))
+    assert list(dataset.ids) == ["2008_000000", "2008_000001"]
+    with pytest.raises(UserError, match=r"1 of 3 VOC val SegmentationClass masks cannot be read .*--strict_data"):
+        build_dataset("voc", "val", 32, 30, str(voc), strict=True)
