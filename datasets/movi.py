@@ -93,7 +93,7 @@ def write_sampling(path: Path, frames: list[str], split_dir: Path, seed: int | N
         "source": source,
         "frames": frames,
     }
-    tmp = path.with_suffix(".json.tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # distributed ranks write the same file
     tmp.write_text(json.dumps(record, indent=0))
     os.replace(tmp, path)
 
