@@ -146,9 +146,9 @@ class CocoDataset(CheckedImageDataset):
         # Numpy arrays of plain values: forked DataLoader workers then share them without
         # copy-on-write growth (lists of Python objects are touched by refcounting).
         self.paths = np.asarray(paths)[keep]
-        self.sizes = np.asarray([(r["height"], r["width"]) for r in images], dtype=np.int64)[keep]
         self.annotations: list[tuple[list[Any], list[int]]] = []
-        if not self.training:
+        if not self.training:  # masks are decoded at the size the annotation file states
+            self.sizes = np.asarray([(images[i]["height"], images[i]["width"]) for i in keep], dtype=np.int64)
             self.annotations = self._group_annotations(data, [images[i]["id"] for i in keep])
 
     def _group_annotations(self, data: dict[str, Any], image_ids: list[int]) -> list[tuple[list[Any], list[int]]]:
