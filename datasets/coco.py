@@ -128,6 +128,7 @@ class CocoDataset(CheckedImageDataset):
         self.split, self.image_size, self.mask_size = split, image_size, mask_size
         self.eval_protocol, self.strict = eval_protocol, strict
         self.training = split == "train"
+        self.augmentation = ("hflip",) if self.training else ()
         root = require_dir(Path(root), "COCO", LAYOUT_HINT)
         name = SPLIT_NAMES[split]
         ann_file = require_file(root / "annotations" / f"instances_{name}.json", "COCO annotation file", LAYOUT_HINT)

@@ -106,6 +106,9 @@ class CheckedImageDataset(Dataset, abc.ABC):
     file that passed the header scan are skipped (next sample) or raised (``strict``)."""
 
     strict: bool = False
+    # Random view changes of the training split, named so that a frozen-feature cache knows
+    # which views it would have to store (DESIGN.md); empty for evaluation splits.
+    augmentation: tuple[str, ...] = ()
     _skipped: int = 0  # corrupt samples met by this process (each DataLoader worker counts its own)
 
     @abc.abstractmethod

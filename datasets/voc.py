@@ -115,6 +115,7 @@ class VocDataset(CheckedImageDataset):
         self.split, self.image_size, self.mask_size = split, image_size, mask_size
         self.eval_protocol, self.strict = eval_protocol, strict
         self.training = split == "train"
+        self.augmentation = ("random_crop", "hflip") if self.training else ()
         voc = find_voc_root(root)
         if self.training:
             ids, source = trainaug_ids(voc, sbd_path)

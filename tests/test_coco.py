@@ -97,7 +97,8 @@ def test_protocols_by_hand(coco: Path) -> None:
 
 def test_train_split_is_images_only_with_flip(coco: Path) -> None:
     dataset = build_dataset("coco", "train", 24, data_path=str(coco))
-    assert len(dataset) == 6
+    assert len(dataset) == 6 and dataset.augmentation == ("hflip",)
+    assert build_dataset("coco", "val", 24, data_path=str(coco)).augmentation == ()
     torch.manual_seed(0)
     views = [dataset[0]["image"] for _ in range(12)]
     assert set(dataset[0]) == {"image", "index"}

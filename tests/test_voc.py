@@ -101,6 +101,7 @@ def test_augmentation_is_the_same_after_a_mid_epoch_resume(voc_base: Path) -> No
 
     full, resumed = views(0), views(3)  # an odd start sends each batch to the other worker
     assert len(resumed) == 6
+    assert dataset.augmentation == ("random_crop", "hflip")
     for index, image in resumed.items():
         torch.testing.assert_close(image, full[index])
     # Crops and flips do vary from sample to sample and pass to pass.
