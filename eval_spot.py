@@ -21,7 +21,7 @@ from metrics.baselines import baseline_labels
 from models import build_model
 from models.spot import SPOTConfig, add_model_args, check_config
 from utils.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
-from utils.cli import add_data_args, add_encoder_args
+from utils.cli import add_data_args, add_encoder_args, data_options
 from utils.errors import UserError, run_cli
 from utils.evaluation import evaluate
 from utils.logging import METRICS_JSON, get_logger, write_json
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     load_model_state(model, checkpoint["model"], source=str(ckpt_path))
     model.to(device)
 
-    dataset = build_dataset(args.dataset, args.split, config.image_size, args.val_mask_size, args.data_path, args.val_samples, args.seed)
+    dataset = build_dataset(args.dataset, args.split, config.image_size, args.val_mask_size, args.data_path, args.val_samples, args.seed, **data_options(args))
     dataset = limit(dataset, args.val_samples)
     loader = make_loader(dataset, args.eval_batch_size, args.num_workers, None, args.seed, False)
     result = evaluate(model, loader, device, seed=args.seed, progress=not args.no_progress)
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         "dataset": args.dataset,
         "split": args.split,
         "eval_permutations": config.eval_permutations,
+        "eval_protocol": args.eval_protocol,
         "seed": args.seed,
         **result["metrics"],
     }

@@ -13,7 +13,7 @@ import torch
 from datasets import build_dataset, limit
 from models import build_encoder_from_spec, encoder_fingerprint
 from models.spot import SPOT, SPOTConfig, add_model_args, check_config
-from utils.cli import add_data_args, add_encoder_args, add_train_args, encoder_spec, every_n_epochs, parse_train_args
+from utils.cli import add_data_args, add_encoder_args, add_train_args, data_options, encoder_spec, every_n_epochs, parse_train_args
 from utils.errors import run_cli
 from utils.run import select_device
 from utils.schedules import WarmupCosine, spot_warmup_steps
@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> dict:
     args, run_dir, checkpoint = parse_train_args(build_parser(), argv)
     config = SPOTConfig.from_args(args)
     check_config(config)
+    # Data first: a layout problem stops the run before any encoder weights are loaded.
+    train_set = build_dataset(args.dataset, "train", args.image_size, args.val_mask_size, args.data_path, args.train_samples, args.seed, **data_options(args, run_dir))
+    val_set = limit(build_dataset(args.dataset, "val", args.image_size, args.val_mask_size, args.data_path, args.val_samples, args.seed, **data_options(args)), args.val_samples)
+    train_set = limit(train_set, args.train_samples)
     device = select_device(args.device)
     # On resume the stored record (with its weights fingerprint) must rebuild the same encoder.
     enc = dict(checkpoint["encoder"]) if checkpoint is not None else encoder_spec(args)
@@ -40,9 +44,6 @@ def main(argv: list[str] | None = None) -> dict:
     if encoder.is_pretrained and "fingerprint" not in enc:
         enc["fingerprint"] = encoder_fingerprint(encoder)
     model = SPOT(encoder, config).to(device)
-    train_set = build_dataset(args.dataset, "train", args.image_size, args.val_mask_size, args.data_path, args.train_samples, args.seed)
-    val_set = limit(build_dataset(args.dataset, "val", args.image_size, args.val_mask_size, args.data_path, args.val_samples, args.seed), args.val_samples)
-    train_set = limit(train_set, args.train_samples)
 
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr_main)
     steps_per_epoch = len(train_set) // args.batch_size

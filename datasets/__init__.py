@@ -7,7 +7,7 @@ from torch.utils.data import Dataset, Subset
 
 from utils.errors import UserError
 
-DATASETS: tuple[str, ...] = ("shapes", "clevr", "clevr6", "clevr10", "tetrominoes", "clevrtex", "clevrtex6")
+DATASETS: tuple[str, ...] = ("shapes", "coco", "voc", "movi", "clevr", "clevr6", "clevr10", "tetrominoes", "clevrtex", "clevrtex6")
 # Names a user of the object-discovery seed (HHousen) may type, mapped to ours.
 DATASET_ALIASES: dict[str, str] = {
     "clevr_with_masks": "clevr", "clevr6_masks": "clevr6", "clevr10_masks": "clevr10", "clevrtex_full": "clevrtex",
@@ -16,6 +16,9 @@ DATASET_ALIASES: dict[str, str] = {
 PIXEL_DATASET_MAX_OBJECTS: dict[str, int | None] = {
     "clevr": None, "clevr6": 6, "clevr10": 10, "tetrominoes": None, "clevrtex": None, "clevrtex6": 6,
 }
+# How ground truth is built for COCO/VOC evaluation (spec pitfalls 13, 14): SPOT's code or the
+# DINOSAUR paper's OCLF configs. Other datasets are the same under both.
+EVAL_PROTOCOLS: tuple[str, ...] = ("spot", "dinosaur")
 
 
 def canonical_name(dataset: str) -> str:
@@ -42,18 +45,47 @@ def build_dataset(
     data_path: str | None = None,
     num_samples: int | None = None,
     seed: int = 0,
+    *,
     cache_dir: str | None = None,
+    eval_protocol: str = "spot",
+    strict: bool = False,
+    predefined_movi_json_paths: str | None = None,
+    run_dir: str | Path | None = None,
+    sbd_path: str | None = None,
 ) -> Dataset:
     """Build split ``train`` or ``val`` (``test`` too for CLEVR, Tetrominoes, ClevrTex) of dataset ``name``.
 
     ``num_samples`` limits the split (the first N samples); for the synthetic ``shapes`` data
-    it sets how many scenes exist. ``cache_dir`` is where ClevrTex keeps its index (default:
-    see ``datasets.clevrtex.default_cache_dir``). Returns items as dicts (see DESIGN.md).
+    it sets how many scenes exist. Returns items as dicts (see DESIGN.md). The keyword
+    arguments serve the real datasets (``utils.cli.data_options`` fills them from the flags):
+    ``eval_protocol`` (COCO/VOC ground truth), ``strict`` (unreadable images are an error
+    instead of skipped), ``predefined_movi_json_paths`` (reuse a MOVi training frame list),
+    ``run_dir`` (where the MOVi training frame list is recorded), ``sbd_path`` (SBD, to
+    generate VOC's trainaug list), ``cache_dir`` (where ClevrTex keeps its index; default:
+    see ``datasets.clevrtex.default_cache_dir``).
     """
     name = canonical_name(name)
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; available here: {', '.join(DATASETS)}")
+    if eval_protocol not in EVAL_PROTOCOLS:
+        raise UserError(f"unknown --eval_protocol {eval_protocol!r}; choose one of {', '.join(EVAL_PROTOCOLS)}")
     mask_size = mask_size or default_mask_size(name, image_size)
+    if name in ("coco", "voc", "movi") and not data_path:
+        raise UserError(f"--dataset {name} needs --data_path (the dataset root; see README, 'Real datasets')")
+    if name == "coco":
+        from datasets.coco import CocoDataset
+
+        return CocoDataset(data_path, split, image_size, mask_size, eval_protocol=eval_protocol, strict=strict)
+    if name == "voc":
+        from datasets.voc import VocDataset
+
+        return VocDataset(data_path, split, image_size, mask_size, eval_protocol=eval_protocol, strict=strict,
+                          sbd_path=sbd_path)
+    if name == "movi":
+        from datasets.movi import MoviDataset
+
+        return MoviDataset(data_path, split, image_size, mask_size, seed=seed, strict=strict,
+                           predefined_paths=predefined_movi_json_paths, run_dir=run_dir)
     if name == "shapes":
         from datasets.shapes import ShapesDataset
 

@@ -20,8 +20,8 @@ def test_shapes_from_generator_and_from_hdf5_folder(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset_and_missing_cache(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="unknown dataset 'coco'; available here: shapes"):
-        build_dataset("coco", "train", image_size=32)
+    with pytest.raises(UserError, match="unknown dataset 'imagenet'; available here: shapes, "):
+        build_dataset("imagenet", "train", image_size=32)
     with pytest.raises(UserError, match="train.h5 not found"):
         build_dataset("shapes", "train", image_size=32, data_path=str(tmp_path))
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ RUNTIME_FLAGS = ("epochs", "max_steps", "num_workers", "device", "eval_batch_siz
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
-    from datasets import DATASETS
+    from datasets import DATASETS, EVAL_PROTOCOLS
 
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", default="shapes", help=f"one of {', '.join(DATASETS)}")
@@ -24,7 +25,40 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--val_mask_size", type=int, default=None, help="metric resolution (default: 320 COCO/VOC, 128 MOVi/CLEVR/ClevrTex, 35 Tetrominoes, image size for shapes)")
     group.add_argument("--train_samples", type=int, default=None, help="use only the first N training samples (shapes: number of scenes)")
     group.add_argument("--val_samples", type=int, default=None, help="use only the first N validation samples")
-    group.add_argument("--num_workers", type=int, default=4, help="DataLoader workers")
+    group.add_argument("--num_workers", type=int, default=default_num_workers(),
+                       help="DataLoader workers (default: the usable CPU cores, at most 16)")
+    group.add_argument("--eval_protocol", default="spot", choices=EVAL_PROTOCOLS,
+                       help="COCO/VOC ground truth: spot (crowd kept, VOC boundaries = background) or dinosaur "
+                            "(no crowd, VOC boundaries ignored in prediction and GT); recorded in metrics")
+    group.add_argument("--strict_data", action="store_true",
+                       help="unreadable images are an error (default: skipped with a warning)")
+    group.add_argument("--predefined_movi_json_paths", default=None,
+                       help="reuse the MOVi training frames of a run (its train_movi_paths.json)")
+    group.add_argument("--sbd_path", default=None,
+                       help="SBD benchmark_RELEASE folder, to generate VOC's trainaug list when trainaug.txt is absent")
+
+
+def default_num_workers() -> int:
+    """DataLoader workers by default: the CPU cores this process may use, at most 16."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 16))
+
+
+def data_options(args: argparse.Namespace, run_dir: Path | None = None) -> dict[str, Any]:
+    """Keyword arguments of ``build_dataset`` from the data flags (``add_data_args``).
+
+    Pass ``run_dir`` for the training split, so a MOVi run records its frame list there.
+    """
+    return {
+        "eval_protocol": getattr(args, "eval_protocol", "spot"),
+        "strict": getattr(args, "strict_data", False),
+        "predefined_movi_json_paths": getattr(args, "predefined_movi_json_paths", None),
+        "sbd_path": getattr(args, "sbd_path", None),
+        "run_dir": run_dir,
+    }
 
 
 def add_encoder_args(parser: argparse.ArgumentParser) -> None:

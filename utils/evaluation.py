@@ -8,6 +8,7 @@ from torch import nn
 from tqdm import tqdm
 
 from metrics import SegmentationMetrics, masks_to_labels
+from utils.errors import UserError
 
 
 def move_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -51,6 +52,9 @@ def evaluate(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
+            if "mask_instance" not in batch:
+                raise UserError("this split has no ground-truth masks (training splits of the real datasets carry "
+                                "images only); evaluate a split with masks, e.g. --split val")
             batch = move_to(batch, device)
             out = model(batch)
             b = batch["image"].shape[0]

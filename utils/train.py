@@ -167,6 +167,8 @@ class Trainer:
         metrics = result["metrics"]
         epoch = self.step // self.steps_per_epoch
         record = {"step": self.step, "epoch": epoch, **metrics}
+        if "eval_protocol" in self.meta.get("args", {}):  # how COCO/VOC ground truth was built
+            record["eval_protocol"] = self.meta["args"]["eval_protocol"]
         self.logger.eval_record(record)
         self.logger.scalars("VAL", {k: v for k, v in metrics.items() if isinstance(v, float)}, self.step)
         if visualize:
