@@ -40,11 +40,12 @@ def main(argv: list[str] | None = None) -> dict:
     if encoder.is_pretrained and "fingerprint" not in enc:
         enc["fingerprint"] = encoder_fingerprint(encoder)
     model = SPOT(encoder, config).to(device)
-    train_set = build_dataset(args.dataset, "train", args.image_size, args.val_mask_size, args.data_path, args.train_samples, args.seed)
-    val_set = limit(build_dataset(args.dataset, "val", args.image_size, args.val_mask_size, args.data_path, args.val_samples, args.seed), args.val_samples)
+    train_set = build_dataset(args.dataset, "train", args.image_size, args.val_mask_size, args.data_path, args.train_samples, args.data_seed)
+    val_set = limit(build_dataset(args.dataset, "val", args.image_size, args.val_mask_size, args.data_path, args.val_samples, args.data_seed), args.val_samples)
     train_set = limit(train_set, args.train_samples)
 
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr_main)
+    # Counted in batches of --batch_size (the Trainer maps DDP steps onto this count).
     steps_per_epoch = len(train_set) // args.batch_size
     warmup = spot_warmup_steps(args.lr_warmup_steps, len(train_set), args.batch_size, steps_per_epoch)
     schedule = WarmupCosine(args.lr_main, args.lr_min, args.epochs * steps_per_epoch, warmup)

@@ -14,9 +14,21 @@ class UserError(Exception):
 
 
 def run_cli(main: Callable[[], object]) -> None:
-    """Run an entry script's ``main`` and turn a :class:`UserError` into a one-line exit."""
+    """Run an entry script's ``main`` and turn a :class:`UserError` into a one-line exit.
+
+    A run folder that this process created but never trained in is removed again, and a
+    torchrun process group is left cleanly. Under torchrun only rank 0 prints the error
+    (every rank meets the same one).
+    """
+    from utils import distributed
+    from utils.run import remove_unused_run_dirs
+
     try:
         main()
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        remove_unused_run_dirs()
+        if distributed.is_main():
+            print(f"error: {err}", file=sys.stderr)
+        distributed.cleanup()
         sys.exit(2)
+    distributed.cleanup()
