@@ -14,6 +14,7 @@ Conventions:
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -93,6 +94,10 @@ def init(device: str = "auto") -> None:
     if cuda:
         kwargs["device_id"] = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     dist.init_process_group(**kwargs)
+    if dist.get_rank() != 0:  # rank 0 alone talks; the others only warn
+        from utils.logging import get_logger
+
+        get_logger().setLevel(logging.WARNING)
 
 
 def cleanup() -> None:

@@ -347,11 +347,23 @@ class Trainer:
             log.info(f"stopped at step {self.step}/{self.total_steps}; checkpoint {self.run_dir / CHECKPOINT_NAME}")
         return self.last_metrics
 
+    def schedule_step(self) -> int:
+        """The step at which to read the LR schedule.
+
+        Entry scripts build schedules in steps of ``batch_size`` samples, as for one process
+        (``len(train_set) // batch_size`` per epoch). Under DDP one step covers ``world_size`` of
+        them: the step is mapped so that every epoch starts where the schedule expects it, and
+        warm-up and decay keep their length in samples (exact when the training set divides
+        into global batches). One process: the step itself.
+        """
+        if self.world_size == 1:
+            return self.step
+        epoch, offset = divmod(self.step, self.steps_per_epoch)
+        return epoch * (len(self.train_set) // self.cfg.batch_size) + offset * self.world_size
+
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         """One optimisation step on this rank's share of the global batch."""
-        # Schedules count steps of ``batch_size`` samples (as a single process would); under DDP
-        # one step covers ``world_size`` of them, so warm-up and decay keep their length in samples.
-        lr = self.lr_schedule(self.step * self.world_size)
+        lr = self.lr_schedule(self.schedule_step())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         out = self.train_module(batch)  # the loss comes out of the DDP-wrapped forward
