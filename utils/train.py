@@ -321,7 +321,9 @@ class Trainer:
                         # At an epoch's end the evaluation below runs first, then the stop check.
                         if self.step % self.steps_per_epoch and (stopped := stop.should_stop()):
                             break
-                        if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                        # (at an epoch's end the checkpoint below is written once)
+                        if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 \
+                                and self.step % self.steps_per_epoch:
                             self.save()
                     bar.close()
                     epoch_done = self.step % self.steps_per_epoch == 0
