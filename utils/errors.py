@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from types import ModuleType
 from typing import Callable
 
 
@@ -20,15 +21,22 @@ def run_cli(main: Callable[[], object]) -> None:
     torchrun process group is left cleanly. Under torchrun only rank 0 prints the error
     (every rank meets the same one).
     """
-    from utils import distributed
-    from utils.run import remove_unused_run_dirs
-
     try:
         main()
     except UserError as err:
-        remove_unused_run_dirs()
-        if distributed.is_main():
+        run, distributed = _loaded("utils.run"), _loaded("utils.distributed")
+        if run is not None:
+            run.remove_unused_run_dirs()
+        if distributed is None or distributed.is_main():
             print(f"error: {err}", file=sys.stderr)
-        distributed.cleanup()
+        if distributed is not None:
+            distributed.cleanup()
         sys.exit(2)
-    distributed.cleanup()
+    distributed = _loaded("utils.distributed")
+    if distributed is not None:
+        distributed.cleanup()
+
+
+def _loaded(name: str) -> ModuleType | None:
+    """A module only if the script imported it (keeps torch out of light scripts like sweep.py)."""
+    return sys.modules.get(name)
