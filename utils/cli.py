@@ -15,6 +15,13 @@ RUNTIME_FLAGS = ("epochs", "max_steps", "num_workers", "device", "eval_batch_siz
                  "timeout", "skip_nonfinite")
 # Flags that say which run to continue rather than how to train.
 RESUME_FLAGS = ("resume", "checkpoint_path", "auto_resume")
+# Smallest sensible value of common integer flags (checked when a script has the flag), so that a
+# 0 fails with one line before any work instead of deep inside a model or a division.
+MIN_VALUES = {
+    "batch_size": 1, "eval_batch_size": 1, "epochs": 1, "eval_every": 1, "num_workers": 0, "checkpoint_every": 0,
+    "max_steps": 1, "train_samples": 1, "val_samples": 1, "image_size": 1, "num_slots": 1, "slot_size": 1,
+    "num_iterations": 1, "mlp_hidden_size": 1, "lr_warmup_steps": 0,
+}
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -85,6 +92,17 @@ def one_line_errors(parser: argparse.ArgumentParser) -> None:
     parser.error = error  # type: ignore[method-assign]
 
 
+def check_ranges(args: argparse.Namespace) -> None:
+    """Refuse out-of-range values of the common flags (see ``MIN_VALUES``) and a non-positive LR."""
+    for name, low in MIN_VALUES.items():
+        value = getattr(args, name, None)
+        if isinstance(value, int) and value < low:
+            raise UserError(f"--{name} {value} must be at least {low}")
+    lr = getattr(args, "lr_main", None)
+    if isinstance(lr, float) and not lr > 0:
+        raise UserError(f"--lr_main {lr} must be positive")
+
+
 def newest_run(log_path: str, run_name: str | None) -> str | None:
     """The newest run folder (``args.yaml`` present) in ``log_path``, named ``*_<run_name>`` if given."""
     root = Path(log_path)
@@ -119,6 +137,7 @@ def parse_train_args(parser: argparse.ArgumentParser, argv: list[str] | None) ->
     """
     one_line_errors(parser)
     args = parser.parse_args(argv)
+    check_ranges(args)
     distributed.init(args.device)
     if args.timeout is not None:
         distributed.parse_duration(str(args.timeout))  # refuse a malformed value before any work
