@@ -15,6 +15,7 @@ import torch
 
 import train_spot
 from utils.checkpoint import load_checkpoint
+from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -128,3 +129,28 @@ def test_timeout_stops_cleanly_and_resume_finishes(tmp_path: Path, reference: Pa
     assert 0 < load_checkpoint(run)["step"] < TOTAL_STEPS
     train_spot.main(["--resume", str(run), "--timeout", "1h"])  # the recorded limit would stop it again
     assert_same_run(run, reference)
+
+
+def test_skip_nonfinite_skips_and_counts(tmp_path: Path, monkeypatch) -> None:
+    from models.spot import SPOT
+
+    original, calls = SPOT.forward, [0]
+
+    def nan_on_third_training_step(self, batch):
+        out = original(self, batch)
+        if self.training:
+            calls[0] += 1
+            if calls[0] == 3:
+                out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(SPOT, "forward", nan_on_third_training_step)
+    short = [*TINY, "--epochs", "2", "--log_path", str(tmp_path)]
+    with pytest.raises(UserError, match="loss became nan at step 2"):
+        train_spot.main(short)
+    calls[0] = 0
+    train_spot.main([*short, "--skip_nonfinite"])
+    run = max(tmp_path.iterdir())
+    ckpt = load_checkpoint(run)
+    assert ckpt["step"] == 8 and ckpt["skipped_steps"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())

@@ -44,16 +44,24 @@ def torchrun(nproc: int, *args: str, timeout: float = 240) -> subprocess.Complet
 
 
 def test_two_process_ddp_equals_one_process_with_the_global_batch(tmp_path: Path) -> None:
-    result = torchrun(2, *TINY, "--batch_size", "2", "--device", "cpu", "--log_path", str(tmp_path / "ddp"))
+    # Stopped mid-epoch after 3 of 8 steps, then resumed under torchrun: exact resume under DDP too.
+    result = torchrun(2, *TINY, "--batch_size", "2", "--device", "cpu", "--log_path", str(tmp_path / "ddp"),
+                      "--max_steps", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((tmp_path / "ddp").iterdir())
+    assert len(runs) == 1 and load_checkpoint(runs[0])["step"] == 3
+    result = torchrun(2, "--resume", str(runs[0]))
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((tmp_path / "ddp").iterdir())
     assert len(runs) == 1, runs  # rank 1 made no folder of its own
     ddp_run = runs[0]
-    assert len(list(ddp_run.glob("events.out.tfevents.*"))) == 1
+    assert len(list(ddp_run.glob("events.out.tfevents.*"))) == 2  # one per launch, from rank 0 only
     assert sorted(p.name for p in ddp_run.iterdir() if not p.name.startswith("events")) == [
         "args.yaml", "checkpoint.pt.tar", "metrics.json", "metrics.jsonl", "viz"]
     output = result.stdout + result.stderr
     assert output.count("run folder ") == 1 and "global batch 4" in output  # rank 0 alone logs
+    records = [json.loads(line) for line in (ddp_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [4, 8]
 
     train_spot.main([*TINY, "--batch_size", "4", "--log_path", str(tmp_path / "single")])
     single_run = next((tmp_path / "single").iterdir())
