@@ -50,12 +50,16 @@ def world(tmp_path_factory) -> dict[str, Path]:
     torch.save({**ckpt, "method": "slate"}, foreign / "checkpoint.pt.tar")
     args = yaml.safe_load((foreign / "args.yaml").read_text())
     (foreign / "args.yaml").write_text(yaml.safe_dump({**args, "vocab_size": 4096}))
+    other_method = fixtures / "other_method"  # same flags, but the checkpoint is another method's
+    shutil.copytree(run, other_method)
+    torch.save({**ckpt, "method": "slot_attention"}, other_method / "checkpoint.pt.tar")
     (fixtures / "empty").mkdir()
     (fixtures / "a_file").write_text("not a folder")
     (fixtures / "bad_h5").mkdir()
     for split in ("train", "val"):
         (fixtures / "bad_h5" / f"{split}.h5").write_text("not HDF5")
-    return {"root": root, "logs": logs, "run": run, "fixtures": fixtures, "truncated": truncated, "foreign": foreign}
+    return {"root": root, "logs": logs, "run": run, "fixtures": fixtures, "truncated": truncated, "foreign": foreign,
+            "other_method": other_method}
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -96,6 +100,8 @@ CASES: list[tuple[str, Callable[[dict[str, Path]], Callable[[], object]], str]] 
     ("resume-not-a-run", lambda w: resume("--resume", str(w["fixtures"] / "empty")), "args.yaml not found"),
     ("resume-truncated", lambda w: resume("--resume", str(w["truncated"])), "unreadable or truncated"),
     ("resume-other-method", lambda w: resume("--resume", str(w["foreign"])), "written by another training script"),
+    ("resume-other-method-checkpoint", lambda w: resume("--resume", str(w["other_method"])),
+     "trained by method 'slot_attention', not 'spot'"),
     ("resume-changed-model", lambda w: resume("--resume", str(w["run"]), "--num_slots", "5"), "differs from the resumed run"),
     ("resume-two-runs", lambda w: resume("--resume", str(w["run"]), "--checkpoint_path",
                                          str(w["truncated"] / "checkpoint.pt.tar")), "name different runs"),

@@ -134,6 +134,7 @@ def parse_train_args(parser: argparse.ArgumentParser, argv: list[str] | None) ->
     with ``args.yaml``; a resumed run continues in its own folder (from step 0 when it was
     stopped before its first checkpoint). Under torchrun this also joins the process group;
     rank 0 alone creates or chooses the folder and the other ranks receive its name.
+    On resume, ``args.yaml`` is updated by ``Trainer.fit`` (from ``checkpoint_meta["args"]``).
     """
     one_line_errors(parser)
     args = parser.parse_args(argv)
@@ -193,7 +194,8 @@ def parse_train_args(parser: argparse.ArgumentParser, argv: list[str] | None) ->
     args = argparse.Namespace(**merged)
     if checkpoint is None:
         seed_everything(args.seed)
-    distributed.run_on_main(lambda: save_args(run_dir, args))
+    # args.yaml is rewritten by Trainer.fit once the checkpoint has been checked against the
+    # model: a mistaken resume leaves the run folder untouched.
     return args, run_dir, checkpoint
 
 

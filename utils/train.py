@@ -30,6 +30,7 @@ from utils.checkpoint import CHECKPOINT_NAME, load_model_state, model_state, rem
 from utils.errors import UserError
 from utils.evaluation import evaluate, move_to
 from utils.logging import METRICS_JSON, RunLogger, get_logger, truncate_metrics_jsonl, write_json
+from utils.run import save_args
 from utils.visualize import save_mask_grid
 
 log = get_logger()
@@ -277,7 +278,9 @@ class Trainer:
 
     # --- training ------------------------------------------------------------------------------
     def _prepare_run_folder(self) -> None:
-        """Rank 0, on resume: forget what happened after the checkpoint (a crash may have left it)."""
+        """Rank 0: record the flags in force; forget what happened after the checkpoint (a crash may have left it)."""
+        if "args" in self.meta:  # on resume: runtime flags (--epochs, ...) may have changed
+            save_args(self.run_dir, self.meta["args"])
         remove_stale_temporaries(self.run_dir)
         truncate_metrics_jsonl(self.run_dir, self.step)
 
@@ -285,7 +288,9 @@ class Trainer:
         """Train to the end (or ``max_steps``, a signal, ``timeout``); returns the last evaluation record."""
         cfg = self.cfg
         main = distributed.is_main()
-        self.logger = RunLogger(self.run_dir, purge_step=self.step if self.resumed else None) if main else None
+        # TensorBoard hides what an interrupted earlier process logged after this step.
+        earlier = any(self.run_dir.glob("events.out.tfevents.*"))
+        self.logger = RunLogger(self.run_dir, purge_step=self.step if earlier else None) if main else None
         if main:
             self._prepare_run_folder()
         self.train_module = distributed.wrap_model(self.model, self.device, bool(cfg.find_unused_parameters))
