@@ -375,12 +375,14 @@ class Trainer:
             group["lr"] = lr
         out = self.train_module(batch)  # the loss comes out of the DDP-wrapped forward
         loss = out["loss"]
-        bad_loss = not bool(torch.isfinite(loss.detach()))
+        bad_here = not bool(torch.isfinite(loss.detach()))
+        bad_loss = bad_here
         if self.world_size > 1:  # every rank must take the same decision
-            bad_loss = bool(distributed.all_reduce_max(torch.tensor([float(bad_loss)])) > 0)
+            bad_loss = bool(distributed.all_reduce_max(torch.tensor([float(bad_here)])) > 0)
         if bad_loss and not self.cfg.skip_nonfinite:
+            value = loss.item() if bad_here else "non-finite on another process"
             raise UserError(
-                f"the loss became {loss.item()} at step {self.step}; the last good checkpoint in "
+                f"the loss became {value} at step {self.step}; the last good checkpoint in "
                 f"{self.run_dir} is untouched. Lower --lr_main or --clip, check the data, or pass --skip_nonfinite"
             )
         self.optimizer.zero_grad(set_to_none=True)
