@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,50 @@ def test_parse_duration() -> None:
     assert parse_duration("90") == 90 and parse_duration("1:30:00") == 5400 and parse_duration("2h") == 7200
     with pytest.raises(UserError, match="not a duration"):
         parse_duration("soon")
+
+
+# Under torchrun: records this process's pid per rank, then runs train_spot.py as the command line would.
+RECORD_PID_AND_TRAIN = """
+import os, sys
+sys.path.insert(0, {repo!r})
+open(os.path.join({folder!r}, "pid_" + os.environ["RANK"]), "w").write(str(os.getpid()))
+import train_spot
+from utils.errors import run_cli
+run_cli(lambda: train_spot.main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
+    script = tmp_path / "record_pid_and_train.py"
+    script.write_text(RECORD_PID_AND_TRAIN.format(repo=str(REPO), folder=str(tmp_path)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), str(script), *TINY, "--epochs", "500", "--batch_size", "2",
+               "--device", "cpu", "--log_path", str(tmp_path / "logs")]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not list(tmp_path.glob("logs/*/events.out.tfevents.*")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.kill(int((tmp_path / "pid_1").read_text()), signal.SIGTERM)  # rank 1 only, as a partial preemption
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode == 0, stderr[-3000:]
+    run = next((tmp_path / "logs").iterdir())
+    step = load_checkpoint(run)["step"]
+    assert 0 < step < 500 * 4
+    assert f"stopped by another rank stopped at step {step}/2000" in stderr  # rank 0 followed rank 1
+
+
+def test_metrics_merge_equals_one_meter() -> None:
+    from metrics import SegmentationMetrics
+
+    torch.manual_seed(0)
+    pred, gt = torch.randint(0, 3, (6, 8, 8)), torch.randint(0, 4, (6, 8, 8))
+    whole, first, second = SegmentationMetrics(), SegmentationMetrics(), SegmentationMetrics()
+    whole.update(pred, gt)
+    first.update(pred[:4], gt[:4])
+    second.update(pred[4:], gt[4:])
+    first.merge(second)
+    assert first.counts == whole.counts
+    assert first.compute() == pytest.approx(whole.compute(), nan_ok=True)  # no class masks: mbo_c is NaN
