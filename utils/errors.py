@@ -21,6 +21,9 @@ def run_cli(main: Callable[[], object]) -> None:
     torchrun process group is left cleanly. Under torchrun only rank 0 prints the error
     (every rank meets the same one).
     """
+    run = _loaded("utils.run")
+    if run is not None:
+        run.CREATED_RUN_DIRS.clear()  # only folders made by this call are candidates for removal
     try:
         main()
     except UserError as err:
