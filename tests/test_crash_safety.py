@@ -127,7 +127,7 @@ def test_timeout_stops_cleanly_and_resume_finishes(tmp_path: Path, reference: Pa
     train_spot.main([*TINY, "--log_path", str(tmp_path), "--timeout", "0.5s"])
     run = next(tmp_path.iterdir())
     assert 0 < load_checkpoint(run)["step"] < TOTAL_STEPS
-    train_spot.main(["--resume", str(run), "--timeout", "1h"])  # the recorded limit would stop it again
+    train_spot.main(["--resume", str(run), "--timeout", "24h"])  # the recorded limit would stop it again
     assert_same_run(run, reference)
 
 

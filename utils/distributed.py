@@ -31,6 +31,9 @@ from utils.errors import UserError
 T = TypeVar("T")
 # A rank that waits longer than this for the others fails instead of hanging forever.
 PROCESS_GROUP_TIMEOUT = timedelta(minutes=30)
+# --timeout counts from here (this module is imported at start-up by every entry script), so
+# that set-up time counts against a job's time limit too.
+STARTED = time.monotonic()
 
 
 # --- process group --------------------------------------------------------------------------
@@ -237,9 +240,9 @@ class StopRequest:
     after each step, saves a checkpoint and returns. A second SIGINT interrupts at once.
     """
 
-    def __init__(self, timeout_s: float | None = None) -> None:
+    def __init__(self, timeout_s: float | None = None, started: float | None = None) -> None:
         self.timeout_s = timeout_s
-        self.started = time.monotonic()
+        self.started = STARTED if started is None else started
         self.reason: str | None = None
         self._previous: dict[int, Any] = {}
 
