@@ -21,7 +21,7 @@ from metrics.baselines import baseline_labels
 from models import build_model
 from models.spot import SPOTConfig, add_model_args, check_config
 from utils.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
-from utils.cli import add_data_args, add_encoder_args, data_options
+from utils.cli import add_data_args, add_encoder_args, data_options, one_line_errors
 from utils.errors import UserError, run_cli
 from utils.evaluation import evaluate
 from utils.logging import METRICS_JSON, get_logger, write_json
@@ -69,6 +69,7 @@ def checked_config(args: argparse.Namespace, typed: set[str], checkpoint: dict) 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
+    one_line_errors(parser)
     args = parser.parse_args(argv)
     typed = explicit_flags(parser, argv)
     ckpt_path = resolve_checkpoint(args.checkpoint_path)

@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> dict:
     config = SPOTConfig.from_args(args)
     check_config(config)
     # Data first: a layout problem stops the run before any encoder weights are loaded.
-    train_set = build_dataset(args.dataset, "train", args.image_size, args.val_mask_size, args.data_path, args.train_samples, args.seed, **data_options(args, run_dir))
-    val_set = limit(build_dataset(args.dataset, "val", args.image_size, args.val_mask_size, args.data_path, args.val_samples, args.seed, **data_options(args)), args.val_samples)
+    train_set = build_dataset(args.dataset, "train", args.image_size, args.val_mask_size, args.data_path, args.train_samples, args.data_seed, **data_options(args, run_dir))
+    val_set = limit(build_dataset(args.dataset, "val", args.image_size, args.val_mask_size, args.data_path, args.val_samples, args.data_seed, **data_options(args)), args.val_samples)
     train_set = limit(train_set, args.train_samples)
     device = select_device(args.device)
     # On resume the stored record (with its weights fingerprint) must rebuild the same encoder.
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = SPOT(encoder, config).to(device)
 
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr_main)
+    # Counted in batches of --batch_size (the Trainer maps DDP steps onto this count).
     steps_per_epoch = len(train_set) // args.batch_size
     warmup = spot_warmup_steps(args.lr_warmup_steps, len(train_set), args.batch_size, steps_per_epoch)
     schedule = WarmupCosine(args.lr_main, args.lr_min, args.epochs * steps_per_epoch, warmup)

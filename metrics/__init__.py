@@ -154,6 +154,12 @@ class SegmentationMetrics:
         """A copy of the state, float64 [num_metrics, 2] = (sum, count), for all_reduce(SUM)."""
         return self._state.clone() if device is None else self._state.to(device, copy=True)
 
+    def merge(self, other: "SegmentationMetrics") -> None:
+        """Add another meter's sums and counts (e.g. another rank's shard of the dataset)."""
+        if other.names != self.names:
+            raise ValueError(f"cannot merge metrics {list(other.names)} into {list(self.names)}")
+        self._state += other._state
+
     def load_state_tensor(self, t: torch.Tensor) -> None:
         """Replace the state with ``t`` (e.g. the all-reduced sum of every rank's state)."""
         if tuple(t.shape) != tuple(self._state.shape):

@@ -34,6 +34,14 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
         raise
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete temporary files that a process killed mid-write left in ``folder``; returns them."""
+    stale = sorted(Path(folder).glob(f".{CHECKPOINT_NAME}.*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """Accept a checkpoint file or a run folder holding ``checkpoint.pt.tar``."""
     path = Path(path)

@@ -6,12 +6,23 @@ import os
 from pathlib import Path
 from typing import Any
 
+from utils import distributed
 from utils.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from utils.errors import UserError
-from utils.run import explicit_flags, load_args, make_run_dir, save_args, seed_everything, str2bool
+from utils.run import ARGS_FILE, explicit_flags, load_args, make_run_dir, save_args, seed_everything, str2bool
 
 # Flags that may change when a run is resumed; everything else comes from the run's args.yaml.
-RUNTIME_FLAGS = ("epochs", "max_steps", "num_workers", "device", "eval_batch_size", "checkpoint_every")
+RUNTIME_FLAGS = ("epochs", "max_steps", "num_workers", "device", "eval_batch_size", "checkpoint_every",
+                 "timeout", "skip_nonfinite")
+# Flags that say which run to continue rather than how to train.
+RESUME_FLAGS = ("resume", "checkpoint_path", "auto_resume")
+# Smallest sensible value of common integer flags (checked when a script has the flag), so that a
+# 0 fails with one line before any work instead of deep inside a model or a division.
+MIN_VALUES = {
+    "batch_size": 1, "eval_batch_size": 1, "epochs": 1, "eval_every": 1, "num_workers": 0, "checkpoint_every": 0,
+    "max_steps": 1, "train_samples": 1, "val_samples": 1, "image_size": 1, "num_slots": 1, "slot_size": 1,
+    "num_iterations": 1, "mlp_hidden_size": 1, "lr_warmup_steps": 0,
+}
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -74,8 +85,13 @@ def add_encoder_args(parser: argparse.ArgumentParser) -> None:
 
 def add_train_args(parser: argparse.ArgumentParser, lr: float = 4e-4, lr_min: float = 4e-7) -> None:
     group = parser.add_argument_group("training")
-    group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--batch_size", type=int, default=64, help="training batch size")
+    group.add_argument("--seed", type=int, default=0, help="seeds initialisation, data order and sampling")
+    group.add_argument("--data_seed", type=int, default=None,
+                       help="seed of the data itself (shapes scenes); default: --seed. Fix it in a seed sweep "
+                            "to evaluate every seed on the same scenes")
+    group.add_argument("--batch_size", type=int, default=64,
+                       help="training batch per process (per GPU); under torchrun the global batch is "
+                            "batch_size x number of processes")
     group.add_argument("--eval_batch_size", type=int, default=32)
     group.add_argument("--epochs", type=int, default=100)
     group.add_argument("--lr_main", type=float, default=lr, help="peak learning rate")
@@ -88,35 +104,110 @@ def add_train_args(parser: argparse.ArgumentParser, lr: float = 4e-4, lr_min: fl
     group.add_argument("--run_name", default=None, help="suffix of the run folder name")
     group.add_argument("--checkpoint_path", default=None, help="resume from this checkpoint file (its run folder continues)")
     group.add_argument("--resume", default=None, help="resume the run in this run folder")
+    group.add_argument("--auto_resume", action="store_true",
+                       help="resume the newest run folder in --log_path (named --run_name, if given); "
+                            "start a new run when there is none (for preemptible jobs and sweeps)")
+    group.add_argument("--timeout", default=None,
+                       help="stop cleanly with a checkpoint after this long (seconds, H:MM:SS, 90m, 2h): "
+                            "set it below the job's time limit")
+    group.add_argument("--skip_nonfinite", action="store_true",
+                       help="skip steps whose loss or gradient is NaN/inf (counted in the logs) instead of stopping")
     group.add_argument("--max_steps", type=int, default=None, help="stop (with a checkpoint) after this many steps")
     group.add_argument("--checkpoint_every", type=int, default=0, help="also checkpoint every N steps (0: per epoch)")
     group.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Make argparse report a bad flag as a :class:`UserError` (one line) instead of usage text."""
+
+    def error(message: str) -> None:
+        raise UserError(f"{message} (see {parser.prog} --help)")
+
+    parser.error = error  # type: ignore[method-assign]
+
+
+def check_ranges(args: argparse.Namespace) -> None:
+    """Refuse out-of-range values of the common flags (see ``MIN_VALUES``) and a non-positive LR."""
+    for name, low in MIN_VALUES.items():
+        value = getattr(args, name, None)
+        if isinstance(value, int) and value < low:
+            raise UserError(f"--{name} {value} must be at least {low}")
+    lr = getattr(args, "lr_main", None)
+    if isinstance(lr, float) and not lr > 0:
+        raise UserError(f"--lr_main {lr} must be positive")
+
+
+def newest_run(log_path: str, run_name: str | None) -> str | None:
+    """The newest run folder (``args.yaml`` present) in ``log_path``, named ``*_<run_name>`` if given."""
+    root = Path(log_path)
+    if not root.is_dir():
+        return None
+    runs = sorted(
+        p for p in root.iterdir()
+        if p.is_dir() and (p / ARGS_FILE).is_file() and (not run_name or p.name.endswith(f"_{run_name}"))
+    )
+    return str(runs[-1]) if runs else None
+
+
+def _run_folder(path: str) -> Path:
+    """The run folder named by a --resume/--checkpoint_path value (a folder or its checkpoint)."""
+    resolved = Path(path).resolve()
+    return resolved if resolved.is_dir() else resolved.parent
+
+
+def _new_run(args: argparse.Namespace) -> Path:
+    run_dir = make_run_dir(args.log_path, args.run_name)
+    save_args(run_dir, args)
+    return run_dir
 
 
 def parse_train_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, Path, dict | None]:
     """Parse flags; on resume, take the run's recorded flags (plus runtime overrides).
 
     Returns (args, run folder, checkpoint or None). A fresh run gets a new timestamped folder
-    with ``args.yaml``; a resumed run continues in its own folder.
+    with ``args.yaml``; a resumed run continues in its own folder (from step 0 when it was
+    stopped before its first checkpoint). Under torchrun this also joins the process group;
+    rank 0 alone creates or chooses the folder and the other ranks receive its name.
+    On resume, ``args.yaml`` is updated by ``Trainer.fit`` (from ``checkpoint_meta["args"]``).
     """
+    one_line_errors(parser)
     args = parser.parse_args(argv)
+    check_ranges(args)
+    distributed.init(args.device)
+    if args.timeout is not None:
+        distributed.parse_duration(str(args.timeout))  # refuse a malformed value before any work
+    if args.resume and args.checkpoint_path and _run_folder(args.resume) != _run_folder(args.checkpoint_path):
+        raise UserError("--resume and --checkpoint_path name different runs; pass only one of them")
+    if args.auto_resume and (args.resume or args.checkpoint_path):
+        raise UserError("--auto_resume chooses the run folder itself; drop --resume/--checkpoint_path, or drop --auto_resume")
     resume_from = args.resume or args.checkpoint_path
+    if args.auto_resume:
+        resume_from = distributed.run_on_main(lambda: newest_run(args.log_path, args.run_name))
     if not resume_from:
         if args.val_image_size not in (None, args.image_size):
             raise UserError("--val_image_size must equal --image_size: the decoder's token count is fixed by it")
         args.val_image_size = args.image_size
+        if args.data_seed is None:
+            args.data_seed = args.seed
         seed_everything(args.seed)
-        run_dir = make_run_dir(args.log_path, args.run_name)
-        save_args(run_dir, args)
-        return args, run_dir, None
+        run_dir = distributed.run_on_main(lambda: _new_run(args))
+        return args, Path(run_dir), None
     ckpt_file = Path(resume_from)
     if ckpt_file.is_dir():
         ckpt_file = ckpt_file / CHECKPOINT_NAME
     run_dir = ckpt_file.parent
-    checkpoint = load_checkpoint(ckpt_file)
     recorded = load_args(run_dir)
+    # Stopped before its first checkpoint: start again in the same folder.
+    checkpoint = load_checkpoint(ckpt_file) if ckpt_file.exists() or not Path(resume_from).is_dir() else None
+    known = {action.dest for action in parser._actions}  # noqa: SLF001 - argparse has no public accessor
+    foreign = sorted(set(recorded) - known)
+    if foreign:
+        raise UserError(
+            f"{run_dir} was written by another training script (flags {', '.join('--' + f for f in foreign[:3])} "
+            f"are unknown here); resume it with the script that trained it"
+        )
     typed = explicit_flags(parser, argv)
-    for name in typed - set(RUNTIME_FLAGS) - {"resume", "checkpoint_path"}:
+    for name in sorted(typed - set(RUNTIME_FLAGS) - set(RESUME_FLAGS)):
         if recorded.get(name) != getattr(args, name):
             raise UserError(
                 f"--{name} {getattr(args, name)} differs from the resumed run ({recorded.get(name)}); "
@@ -126,11 +217,19 @@ def parse_train_args(parser: argparse.ArgumentParser, argv: list[str] | None) ->
     for name in RUNTIME_FLAGS:
         if name in typed or name not in merged:
             merged[name] = getattr(args, name)
+    for name in vars(args):  # flags added to the script after the run was started
+        merged.setdefault(name, getattr(args, name))
     if "max_steps" not in typed:
         merged["max_steps"] = None
+    if merged.get("data_seed") is None:
+        merged["data_seed"] = merged["seed"]
     merged["resume"], merged["checkpoint_path"] = str(run_dir), str(ckpt_file)
+    merged["auto_resume"] = args.auto_resume
     args = argparse.Namespace(**merged)
-    save_args(run_dir, args)
+    if checkpoint is None:
+        seed_everything(args.seed)
+    # args.yaml is rewritten by Trainer.fit once the checkpoint has been checked against the
+    # model: a mistaken resume leaves the run folder untouched.
     return args, run_dir, checkpoint
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from types import ModuleType
 from typing import Callable
 
 
@@ -14,9 +15,31 @@ class UserError(Exception):
 
 
 def run_cli(main: Callable[[], object]) -> None:
-    """Run an entry script's ``main`` and turn a :class:`UserError` into a one-line exit."""
+    """Run an entry script's ``main`` and turn a :class:`UserError` into a one-line exit.
+
+    A run folder that this process created but never trained in is removed again, and a
+    torchrun process group is left cleanly. Under torchrun only rank 0 prints the error
+    (every rank meets the same one).
+    """
+    run = _loaded("utils.run")
+    if run is not None:
+        run.CREATED_RUN_DIRS.clear()  # only folders made by this call are candidates for removal
     try:
         main()
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        run, distributed = _loaded("utils.run"), _loaded("utils.distributed")
+        if run is not None:
+            run.remove_unused_run_dirs()
+        if distributed is None or distributed.is_main():
+            print(f"error: {err}", file=sys.stderr)
+        if distributed is not None:
+            distributed.cleanup()
         sys.exit(2)
+    distributed = _loaded("utils.distributed")
+    if distributed is not None:
+        distributed.cleanup()
+
+
+def _loaded(name: str) -> ModuleType | None:
+    """A module only if the script imported it (keeps torch out of light scripts like sweep.py)."""
+    return sys.modules.get(name)

@@ -8,6 +8,7 @@ from torch import nn
 from tqdm import tqdm
 
 from metrics import SegmentationMetrics, masks_to_labels
+from utils import distributed
 from utils.errors import UserError
 
 
@@ -41,8 +42,13 @@ def evaluate(
     is drawn from a fixed seed so that evaluating one checkpoint twice gives the same numbers,
     without disturbing the training RNG.
 
+    Under DDP, pass a loader whose sampler is a :class:`utils.distributed.ShardSampler`: each
+    rank scores its shard and the per-image sums and counts (not per-rank means) are added over
+    ranks, so every rank returns the metrics of the whole dataset. Loaders with any other
+    sampler are never reduced (every rank would otherwise count the full set once more).
+
     Returns ``{"metrics": {...}, "examples": {...}}`` where examples hold the first images and
-    their label maps for visualisation.
+    their label maps for visualisation (of this rank's shard).
     """
     was_training = model.training
     model.eval()
@@ -69,8 +75,26 @@ def evaluate(
                 meter.update(labels, gt, batch.get("mask_class"), batch.get("mask_ignore"))
                 _keep(examples, source, labels, keep_examples)
     model.train(was_training)
+    if isinstance(getattr(loader, "sampler", None), distributed.ShardSampler) and distributed.world_size() > 1:
+        mse_sum, num_images, meters = _merge_over_ranks(mse_sum, num_images, meters)
     results: dict[str, Any] = {"mse": mse_sum / max(num_images, 1), "num_images": num_images}
     for source, meter in meters.items():
         suffix = "" if source == primary_masks else f"_{source}"
         results.update({f"{name}{suffix}": value for name, value in meter.compute().items()})
     return {"metrics": results, "examples": examples}
+
+
+def _merge_over_ranks(
+    mse_sum: float, num_images: int, meters: dict[str, SegmentationMetrics]
+) -> tuple[float, int, dict[str, SegmentationMetrics]]:
+    """Add every rank's sums and counts (a rank with an empty shard contributes nothing)."""
+    gathered = distributed.all_gather_objects((mse_sum, num_images, meters))
+    total_mse, total_images = 0.0, 0
+    merged: dict[str, SegmentationMetrics] = {}
+    for rank_mse, rank_images, rank_meters in gathered:
+        total_mse += rank_mse
+        total_images += rank_images
+        for source, meter in rank_meters.items():
+            merged.setdefault(source, SegmentationMetrics(meter.names)).merge(meter)
+    # Keep the rank-0 order of mask sources (dicts preserve insertion order).
+    return total_mse, total_images, merged

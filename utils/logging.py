@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,10 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
 class RunLogger:
     """TensorBoard writer plus an append-only ``metrics.jsonl`` in the run folder."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
         self.run_dir = run_dir
-        self.writer = SummaryWriter(str(run_dir))
+        # On resume, purge_step hides events logged after the checkpoint by the interrupted run.
+        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
 
     def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
         for key, value in values.items():
@@ -56,3 +58,25 @@ class RunLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def truncate_metrics_jsonl(run_dir: Path, step: int) -> None:
+    """Drop evaluations after ``step`` (and a half-written last line) from ``metrics.jsonl``.
+
+    A run killed after an evaluation but before its checkpoint evaluates again on resume; this
+    keeps one line per evaluation. The file is replaced atomically.
+    """
+    path = Path(run_dir) / METRICS_JSONL
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # cut short by a crash
+        if isinstance(record, dict) and int(record.get("step", 0)) <= step:
+            kept.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)

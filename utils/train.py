@@ -4,6 +4,11 @@ A method provides a model whose ``forward(batch)`` returns a dict with ``loss`` 
 minimise), ``losses`` (detached scalars to log) and ``masks`` (dict of [B, K, h, w] soft masks).
 The loop handles the LR schedule per step, gradient clipping, periodic evaluation and mask
 visualisations, TensorBoard and ``metrics.jsonl``, atomic checkpoints and exact resume.
+
+Under ``torchrun`` (see :mod:`utils.distributed`) the same loop runs DDP: every process takes
+``batch_size`` samples per step (global batch ``batch_size * world_size``), the loss is computed
+inside the DDP-wrapped forward, rank 0 alone writes, and evaluation metrics are summed over
+ranks. SIGTERM/SIGINT and ``--timeout`` stop cleanly with a checkpoint.
 """
 from __future__ import annotations
 
@@ -17,37 +22,61 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
-from utils.checkpoint import CHECKPOINT_NAME, load_model_state, model_state, save_checkpoint
+from utils import distributed
+from utils.checkpoint import CHECKPOINT_NAME, load_model_state, model_state, remove_stale_temporaries, save_checkpoint
 from utils.errors import UserError
 from utils.evaluation import evaluate, move_to
-from utils.logging import METRICS_JSON, RunLogger, get_logger, write_json
+from utils.logging import METRICS_JSON, RunLogger, get_logger, truncate_metrics_jsonl, write_json
+from utils.run import save_args
 from utils.visualize import save_mask_grid
 
 log = get_logger()
 
 
-class EpochSampler(Sampler[int]):
-    """A random order that depends only on (seed, epoch), optionally starting mid-epoch.
+class EpochSampler(DistributedSampler):
+    """A random order that depends only on (seed, epoch), sharded over ranks, resumable mid-epoch.
 
-    Resuming at step s of an epoch skips the first ``s * batch_size`` indices without loading
-    them, so a resumed run sees exactly the batches an uninterrupted run would.
+    The epoch's order is one permutation of the whole dataset (the same on every rank), cut to
+    whole global batches when ``global_batch`` is given; rank ``r`` of ``W`` takes positions
+    ``r, r + W, ...``, so the ``W`` per-rank batches of step ``s`` together are exactly the
+    global batch a single process with batch ``batch_size * W`` would draw. ``start`` skips that
+    many positions of the epoch's order (``step_in_epoch * global_batch``) without loading them,
+    so a resumed run sees exactly the batches an uninterrupted run would. Call
+    :meth:`set_epoch` before each epoch, as with ``DistributedSampler``.
     """
 
-    def __init__(self, num_samples: int, seed: int, epoch: int, start: int = 0) -> None:
-        self.num_samples, self.seed, self.epoch, self.start = num_samples, seed, epoch, start
+    def __init__(
+        self,
+        num_samples: int,
+        seed: int,
+        epoch: int,
+        start: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        global_batch: int | None = None,
+    ) -> None:
+        super().__init__(range(num_samples), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.num_samples_total, self.global_batch = num_samples, global_batch
+        self.set_epoch(epoch, start)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:  # type: ignore[override]
+        self.epoch, self.start = epoch, start
 
     def _order(self) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return torch.randperm(self.num_samples, generator=generator)[self.start :].tolist()
+        order = torch.randperm(self.num_samples_total, generator=generator)
+        if self.global_batch:
+            order = order[: len(order) // self.global_batch * self.global_batch]
+        return order[self.start :][self.rank :: self.num_replicas].tolist()
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._order())
 
     def __len__(self) -> int:
-        return self.num_samples - self.start
+        return len(self._order())
 
 
 @dataclass
@@ -67,6 +96,22 @@ class TrainConfig:
     max_steps: int | None = None  # stop (and checkpoint) early, e.g. to test resume
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch only
     primary_masks: str = "decoder"
+    # None: taken from the run's flags (checkpoint_meta["args"]: --timeout, --skip_nonfinite), so
+    # entry scripts that do not set them still honour the shared flags.
+    timeout: float | None = None  # seconds of training before a clean stop with a checkpoint
+    skip_nonfinite: bool | None = None  # skip (and count) steps with a non-finite loss/gradient
+    # DDP: only for models whose trainable parameters sometimes get no gradient in a step (costs
+    # a graph traversal per step). None: the model's ``ddp_find_unused_parameters`` attribute.
+    find_unused_parameters: bool | None = None
+
+    def check(self) -> None:
+        """Refuse settings that would crash later or silently do nothing."""
+        for name, low in (("batch_size", 1), ("epochs", 1), ("eval_every", 1), ("num_workers", 0),
+                          ("checkpoint_every", 0), ("eval_batch_size", 1)):
+            if getattr(self, name) < low:
+                raise UserError(f"--{name} {getattr(self, name)} must be at least {low}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UserError(f"--max_steps {self.max_steps} must be at least 1 (leave it out to train to the end)")
 
 
 def capture_rng() -> dict[str, Any]:
@@ -124,58 +169,102 @@ class Trainer:
         self.model, self.optimizer, self.lr_schedule = model, optimizer, lr_schedule
         self.train_set, self.val_set, self.device = train_set, val_set, device
         self.run_dir, self.cfg, self.meta = run_dir, cfg, checkpoint_meta
-        self.steps_per_epoch = len(train_set) // cfg.batch_size
+        cfg.check()
+        run_args = checkpoint_meta.get("args") or {}
+        if cfg.timeout is None and run_args.get("timeout"):
+            cfg.timeout = distributed.parse_duration(str(run_args["timeout"]))
+        if cfg.skip_nonfinite is None:
+            cfg.skip_nonfinite = bool(run_args.get("skip_nonfinite", False))
+        if cfg.find_unused_parameters is None:
+            cfg.find_unused_parameters = bool(getattr(model, "ddp_find_unused_parameters", False))
+        self.world_size, self.rank = distributed.world_size(), distributed.rank()
+        self.global_batch = cfg.batch_size * self.world_size
+        self.steps_per_epoch = len(train_set) // self.global_batch
         if self.steps_per_epoch == 0:
+            per = f" ({cfg.batch_size} per process x {self.world_size} processes)" if self.world_size > 1 else ""
             raise UserError(
-                f"the training set has {len(train_set)} samples, fewer than one batch of {cfg.batch_size}; "
+                f"the training set has {len(train_set)} samples, fewer than one batch of {self.global_batch}{per}; "
                 "lower --batch_size"
             )
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.step = 0
+        self.skipped_steps = 0
+        self.resumed = False
         self.last_metrics: dict[str, Any] = {}
+        self.train_module: nn.Module = model  # the DDP wrapper under torchrun (set in fit)
 
     # --- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
+        """The checkpoint contents (a collective under DDP: every rank must call it)."""
+        rng = capture_rng()
         return {
             **self.meta,
             "model": model_state(self.model),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "epoch": self.step // self.steps_per_epoch,
-            "rng": capture_rng(),
+            "rng": rng,
+            # Every rank's RNG state, so a resumed DDP run draws exactly what it would have.
+            "rng_per_rank": distributed.all_gather_objects(rng),
+            "world_size": self.world_size,
+            "skipped_steps": self.skipped_steps,
             "last_metrics": self.last_metrics,
         }
 
     def save(self) -> Path:
+        """Write ``checkpoint.pt.tar`` atomically (rank 0; every rank must call this)."""
         path = self.run_dir / CHECKPOINT_NAME
-        save_checkpoint(path, self.state())
+        state = self.state()
+        if distributed.is_main():
+            save_checkpoint(path, state)
         return path
 
     def load(self, checkpoint: dict[str, Any]) -> None:
         """Restore model, optimizer, step and RNG states from a checkpoint of this run."""
+        method = self.meta.get("method")
+        if method and checkpoint.get("method") not in (None, method):
+            raise UserError(
+                f"the checkpoint in {self.run_dir} was trained by method {checkpoint['method']!r}, not {method!r}; "
+                "resume it with the script that trained it"
+            )
+        saved_world = int(checkpoint.get("world_size", 1))
+        if saved_world != self.world_size:
+            raise UserError(
+                f"the run in {self.run_dir} was trained with {saved_world} processes and is resumed with "
+                f"{self.world_size}; resume with torchrun --nproc_per_node/--nnodes giving {saved_world} processes "
+                "(the global batch and data order depend on it)"
+            )
         load_model_state(self.model, checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.step = int(checkpoint["step"])
+        self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
         self.last_metrics = checkpoint.get("last_metrics", {})
-        restore_rng(checkpoint["rng"])
+        per_rank = checkpoint.get("rng_per_rank")
+        restore_rng(per_rank[self.rank] if per_rank else checkpoint["rng"])
+        self.resumed = True
 
     # --- evaluation ----------------------------------------------------------------------------
     def evaluate(self, visualize: bool) -> dict[str, Any]:
         assert self.val_set is not None
-        loader = make_loader(self.val_set, self.cfg.eval_batch_size, self.cfg.num_workers, None, self.cfg.seed, False)
+        # Under DDP each rank scores its shard of the validation set and the metric sums and
+        # counts are added over ranks (in ``evaluate``): every sample counts exactly once.
+        sampler = distributed.ShardSampler(len(self.val_set)) if self.world_size > 1 else None
+        loader = make_loader(self.val_set, self.cfg.eval_batch_size, self.cfg.num_workers, sampler, self.cfg.seed, False)
         result = evaluate(self.model, loader, self.device, seed=self.cfg.seed, primary_masks=self.cfg.primary_masks)
         metrics = result["metrics"]
         epoch = self.step // self.steps_per_epoch
         record = {"step": self.step, "epoch": epoch, **metrics}
         if "eval_protocol" in self.meta.get("args", {}):  # how COCO/VOC ground truth was built
             record["eval_protocol"] = self.meta["args"]["eval_protocol"]
+        self.last_metrics = record
+        if not distributed.is_main():
+            return record
         self.logger.eval_record(record)
         self.logger.scalars("VAL", {k: v for k, v in metrics.items() if isinstance(v, float)}, self.step)
         if visualize:
             self.visualize(result["examples"])
         summary = " ".join(f"{k}={v:.2f}" for k, v in metrics.items() if k in ("fg_ari", "mbo_i", "mbo_c", "miou"))
         log.info(f"eval step {self.step} (epoch {epoch}): mse={metrics['mse']:.4f} {summary}")
-        self.last_metrics = record
         return record
 
     def visualize(self, examples: dict[str, torch.Tensor]) -> None:
@@ -190,64 +279,134 @@ class Trainer:
         self.logger.writer.add_image("VAL/masks", image, self.step)
 
     # --- training ------------------------------------------------------------------------------
+    def _prepare_run_folder(self) -> None:
+        """Rank 0: record the flags in force; forget what happened after the checkpoint (a crash may have left it)."""
+        if "args" in self.meta:  # on resume: runtime flags (--epochs, ...) may have changed
+            save_args(self.run_dir, self.meta["args"])
+        remove_stale_temporaries(self.run_dir)
+        truncate_metrics_jsonl(self.run_dir, self.step)
+
     def fit(self) -> dict[str, Any]:
-        """Train to the end (or ``max_steps``); returns the last evaluation record."""
+        """Train to the end (or ``max_steps``, a signal, ``timeout``); returns the last evaluation record."""
         cfg = self.cfg
-        self.logger = RunLogger(self.run_dir)
+        main = distributed.is_main()
+        # TensorBoard hides what an interrupted earlier process logged after this step.
+        earlier = any(self.run_dir.glob("events.out.tfevents.*"))
+        self.logger = RunLogger(self.run_dir, purge_step=self.step if earlier else None) if main else None
+        if main:
+            self._prepare_run_folder()
+        self.train_module = distributed.wrap_model(self.model, self.device, bool(cfg.find_unused_parameters))
         trainable = [p for p in self.model.parameters() if p.requires_grad]
+        batch = (f"batch {cfg.batch_size} per process x {self.world_size} processes = global batch {self.global_batch}"
+                 if self.world_size > 1 else f"batch {cfg.batch_size}")
         log.info(
-            f"run folder {self.run_dir} | {len(self.train_set)} training samples, batch {cfg.batch_size}, "
+            f"run folder {self.run_dir} | {len(self.train_set)} training samples, {batch}, "
             f"{self.steps_per_epoch} steps/epoch, {self.total_steps} steps | "
             f"{sum(p.numel() for p in trainable) / 1e6:.2f}M trainable parameters on {self.device}"
         )
         stop_at = min(self.total_steps, cfg.max_steps) if cfg.max_steps else self.total_steps
+        sampler = EpochSampler(len(self.train_set), cfg.seed, 0, 0, self.world_size, self.rank, self.global_batch)
+        stopped: str | None = None
         self.model.train()
         try:
-            while self.step < stop_at:
-                epoch, offset = divmod(self.step, self.steps_per_epoch)
-                sampler = EpochSampler(len(self.train_set), cfg.seed, epoch, start=offset * cfg.batch_size)
-                loader = make_loader(self.train_set, cfg.batch_size, cfg.num_workers, sampler, cfg.seed + epoch, True)
-                bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
-                for batch in bar:
-                    loss_terms = self.train_step(move_to(batch, self.device))
-                    bar.set_postfix(loss=f"{loss_terms['loss']:.4f}")
-                    if self.step % cfg.log_every == 0:
-                        self.logger.scalars("TRAIN", loss_terms, self.step)
-                    if self.step >= stop_at:
-                        break
-                    if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                        self.save()
-                bar.close()
-                epoch_done = self.step % self.steps_per_epoch == 0
-                epochs_done = self.step // self.steps_per_epoch
-                if epoch_done and self.val_set is not None:
-                    last = self.step == self.total_steps
-                    if last or epochs_done % cfg.eval_every == 0:
-                        self.evaluate(visualize=last or epochs_done % cfg.viz_every == 0)
-                self.save()
+            with distributed.StopRequest(cfg.timeout) as stop:
+                while self.step < stop_at and not stopped:
+                    epoch, offset = divmod(self.step, self.steps_per_epoch)
+                    sampler.set_epoch(epoch, start=offset * self.global_batch)
+                    loader = make_loader(self.train_set, cfg.batch_size, cfg.num_workers, sampler, cfg.seed + epoch, True)
+                    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True,
+                               disable=not main)
+                    for batch_data in bar:
+                        loss_terms = self.train_step(move_to(batch_data, self.device))
+                        bar.set_postfix(loss=f"{loss_terms['loss']:.4f}")
+                        if self.step % cfg.log_every == 0:
+                            loss_terms = distributed.mean_over_ranks(loss_terms)
+                            if main:
+                                self.logger.scalars("TRAIN", loss_terms, self.step)
+                        if self.step >= stop_at:
+                            break
+                        # At an epoch's end the evaluation below runs first, then the stop check.
+                        if self.step % self.steps_per_epoch and (stopped := stop.should_stop()):
+                            break
+                        # (at an epoch's end the checkpoint below is written once)
+                        if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 \
+                                and self.step % self.steps_per_epoch:
+                            self.save()
+                    bar.close()
+                    epoch_done = self.step % self.steps_per_epoch == 0
+                    epochs_done = self.step // self.steps_per_epoch
+                    if epoch_done and self.val_set is not None:
+                        last = self.step == self.total_steps
+                        if last or epochs_done % cfg.eval_every == 0:
+                            self.evaluate(visualize=last or epochs_done % cfg.viz_every == 0)
+                    self.save()
+                    if not stopped and self.step < stop_at:
+                        stopped = stop.should_stop()
         finally:
-            self.logger.close()
-        if self.step == self.total_steps and self.last_metrics:
+            if self.logger is not None:
+                self.logger.close()
+        if main and self.step == self.total_steps and self.last_metrics:
             write_json(self.run_dir / METRICS_JSON, self.last_metrics)
-        log.info(f"stopped at step {self.step}/{self.total_steps}; checkpoint {self.run_dir / CHECKPOINT_NAME}")
+        if self.skipped_steps:
+            log.warning(f"{self.skipped_steps} steps were skipped for a non-finite loss or gradient (--skip_nonfinite)")
+        if stopped:
+            log.info(f"stopped by {stopped} at step {self.step}/{self.total_steps}; checkpoint saved, continue with "
+                     f"--resume {self.run_dir}")
+        else:
+            log.info(f"stopped at step {self.step}/{self.total_steps}; checkpoint {self.run_dir / CHECKPOINT_NAME}")
         return self.last_metrics
 
+    def schedule_step(self) -> int:
+        """The step at which to read the LR schedule.
+
+        Entry scripts build schedules in steps of ``batch_size`` samples, as for one process
+        (``len(train_set) // batch_size`` per epoch). Under DDP one step covers ``world_size`` of
+        them: the step is mapped so that every epoch starts where the schedule expects it, and
+        warm-up and decay keep their length in samples (exact when the training set divides
+        into global batches). One process: the step itself.
+        """
+        if self.world_size == 1:
+            return self.step
+        epoch, offset = divmod(self.step, self.steps_per_epoch)
+        return epoch * (len(self.train_set) // self.cfg.batch_size) + offset * self.world_size
+
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        lr = self.lr_schedule(self.step)
+        """One optimisation step on this rank's share of the global batch."""
+        lr = self.lr_schedule(self.schedule_step())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        out = self.model(batch)
+        out = self.train_module(batch)  # the loss comes out of the DDP-wrapped forward
         loss = out["loss"]
-        if not torch.isfinite(loss):
+        bad_here = not bool(torch.isfinite(loss.detach()))
+        bad_loss = bad_here
+        if self.world_size > 1:  # every rank must take the same decision
+            bad_loss = bool(distributed.all_reduce_max(torch.tensor([float(bad_here)])) > 0)
+        if bad_loss and not self.cfg.skip_nonfinite:
+            value = loss.item() if bad_here else "non-finite on another process"
             raise UserError(
-                f"the loss became {loss.item()} at step {self.step}; the last good checkpoint in "
-                f"{self.run_dir} is untouched. Lower --lr_main or --clip, or check the data"
+                f"the loss became {value} at step {self.step}; the last good checkpoint in "
+                f"{self.run_dir} is untouched. Lower --lr_main or --clip, check the data, or pass --skip_nonfinite"
             )
         self.optimizer.zero_grad(set_to_none=True)
+        # Also for a skipped step: DDP expects a backward after each training forward.
         loss.backward()
         params = [p for p in self.model.parameters() if p.grad is not None]
         total_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.clip, norm_type=self.cfg.clip_norm_type)
-        self.optimizer.step()
+        bad_grad = not bool(torch.isfinite(total_norm))  # gradients are already averaged: same on all ranks
+        if bad_grad and not bad_loss and not self.cfg.skip_nonfinite:
+            raise UserError(
+                f"the gradient norm became {float(total_norm)} at step {self.step}; the last good checkpoint in "
+                f"{self.run_dir} is untouched. Lower --lr_main or --clip, or pass --skip_nonfinite"
+            )
+        if bad_loss or bad_grad:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+            if distributed.is_main():
+                log.warning(f"step {self.step}: non-finite {'loss' if bad_loss else 'gradient'}, update skipped "
+                            f"({self.skipped_steps} skipped so far)")
+        else:
+            self.optimizer.step()
         self.step += 1
         terms = {k: float(v) for k, v in out["losses"].items()}
-        return {"loss": float(loss.detach()), **terms, "lr": lr, "grad_norm": float(total_norm)}
+        return {"loss": float(loss.detach()), **terms, "lr": lr, "grad_norm": float(total_norm),
+                "skipped_steps": float(self.skipped_steps)}

@@ -1,0 +1,140 @@
+#!/usr/bin/env python
+"""Run a training command over seeds (and a grid of flag values): one run folder each, resumable.
+
+Example (from the repository root)::
+
+    python scripts/sweep.py --out sweeps/dinosaur --seeds 0 1 2 --grid num_slots=5,7 -- \\
+        python train_spot.py --dataset shapes --epochs 50 --dec_type mlp --train_permutations standard
+    python scripts/summarize.py sweeps/dinosaur        # mean +- std per configuration
+
+Each (configuration, seed) trains with ``--log_path <out>/<configuration>/seed_<s> --seed <s>
+--auto_resume``. Running the same sweep again skips finished runs (``metrics.json`` present)
+and resumes interrupted ones from their last checkpoint, so the sweep itself can be
+resubmitted after preemption. The command may start with ``torchrun ...`` for multi-GPU runs.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+from utils.errors import UserError, run_cli  # noqa: E402
+
+# Flags the sweep sets itself for every run.
+OWN_FLAGS = ("--seed", "--log_path", "--auto_resume", "--resume", "--checkpoint_path")
+
+
+def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
+    """``["num_slots=5,7", "lr_main=1e-4"]`` -> ``[("num_slots", ["5", "7"]), ("lr_main", ["1e-4"])]``."""
+    grid = []
+    for item in items:
+        name, sep, values = item.partition("=")
+        name = name.strip().lstrip("-")
+        if not sep or not name or not values:
+            raise UserError(f"--grid {item!r} must look like flag=value1,value2")
+        grid.append((name, [v for v in values.split(",") if v]))
+    return grid
+
+
+def configurations(grid: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
+    """(folder name, extra flags) for every combination of grid values ("base" without a grid)."""
+    if not grid:
+        return [("base", [])]
+    names = [name for name, _ in grid]
+    out = []
+    for values in itertools.product(*(vals for _, vals in grid)):
+        folder = "_".join(f"{n}={v}" for n, v in zip(names, values))
+        out.append((folder, [x for n, v in zip(names, values) for x in (f"--{n}", v)]))
+    return out
+
+
+def finished(log_path: Path) -> bool:
+    """Whether a run folder under ``log_path`` has its final ``metrics.json``."""
+    return log_path.is_dir() and any((run / "metrics.json").is_file() for run in log_path.iterdir() if run.is_dir())
+
+
+class Forwarder:
+    """Passes SIGTERM/SIGINT to the running training once (it checkpoints and exits), then stops the sweep."""
+
+    def __init__(self) -> None:
+        self.child: subprocess.Popen | None = None
+        self.stopping = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.handle)
+
+    def handle(self, signum: int, frame: object) -> None:
+        self.stopping = True
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signum)
+
+
+def _one_line_error(message: str) -> None:
+    raise UserError(f"{message} (see scripts/sweep.py --help)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--" not in argv:
+        raise UserError("put the training command after --, e.g. sweep.py --out DIR --seeds 0 1 2 -- python train_spot.py ...")
+    split = argv.index("--")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="sweep folder: <out>/<configuration>/seed_<s>/<run folder>")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--grid", nargs="*", default=[], help="flag=v1,v2 ... (every combination is run)")
+    parser.add_argument("--dry_run", action="store_true", help="print the commands without running them")
+    parser.add_argument("--stop_on_failure", action="store_true", help="stop at the first failed run")
+    parser.error = _one_line_error  # type: ignore[method-assign]
+    args = parser.parse_args(argv[:split])
+    command = argv[split + 1 :]
+    if not command:
+        raise UserError("the training command after -- is empty")
+    clash = [flag for flag in OWN_FLAGS if any(a == flag or a.startswith(flag + "=") for a in command)]
+    if clash:
+        raise UserError(f"the sweep sets {', '.join(clash)} itself; remove it from the training command")
+    grid = parse_grid(args.grid)
+    for name, _ in grid:
+        if any(a == f"--{name}" or a.startswith(f"--{name}=") for a in command):
+            raise UserError(f"--{name} is both in --grid and in the training command; keep one")
+
+    runs = [(folder, flags, seed) for folder, flags in configurations(grid) for seed in args.seeds]
+    forwarder = Forwarder()
+    failed, stopped = [], []
+    for index, (folder, flags, seed) in enumerate(runs, 1):
+        log_path = Path(args.out) / folder / f"seed_{seed}"
+        label = f"[{index}/{len(runs)}] {folder} seed {seed}"
+        full = [*command, *flags, "--seed", str(seed), "--log_path", str(log_path), "--auto_resume"]
+        if finished(log_path):
+            print(f"{label}: finished, skipped", flush=True)
+            continue
+        print(f"{label}: {' '.join(full)}", flush=True)
+        if args.dry_run:
+            continue
+        forwarder.child = subprocess.Popen(full, start_new_session=True)  # signals reach it once, via us
+        code = forwarder.child.wait()
+        forwarder.child = None
+        if code != 0:
+            failed.append(label)
+            print(f"{label}: failed with exit code {code}", flush=True)
+            if args.stop_on_failure:
+                break
+        elif not finished(log_path):
+            stopped.append(label)
+        if forwarder.stopping:
+            print("sweep interrupted; run the same command again to resume", flush=True)
+            break
+    if failed or stopped:
+        print(f"{len(failed)} failed, {len(stopped)} stopped before the end: {'; '.join(failed + stopped)}", flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(lambda: sys.exit(main()))
