@@ -46,7 +46,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     meters: dict[str, SegmentationMetrics] = {}
-    mse_sum, num_images = 0.0, 0
+    mse_sum, loss_sum, num_images = 0.0, 0.0, 0
     examples: dict[str, torch.Tensor] = {}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -55,6 +55,7 @@ def evaluate(
             out = model(batch)
             b = batch["image"].shape[0]
             mse_sum += float(out["losses"]["mse"]) * b if "mse" in out["losses"] else 0.0
+            loss_sum += float(out["loss"]) * b
             num_images += b
             gt = batch["mask_instance"]
             _keep(examples, "image", batch["image"], keep_examples)
@@ -65,7 +66,11 @@ def evaluate(
                 meter.update(labels, gt, batch.get("mask_class"), batch.get("mask_ignore"))
                 _keep(examples, source, labels, keep_examples)
     model.train(was_training)
-    results: dict[str, Any] = {"mse": mse_sum / max(num_images, 1), "num_images": num_images}
+    results: dict[str, Any] = {
+        "mse": mse_sum / max(num_images, 1),
+        "loss": loss_sum / max(num_images, 1),  # monitored by plateau LR decay (SLATE)
+        "num_images": num_images,
+    }
     for source, meter in meters.items():
         suffix = "" if source == primary_masks else f"_{source}"
         results.update({f"{name}{suffix}": value for name, value in meter.compute().items()})

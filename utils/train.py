@@ -4,6 +4,14 @@ A method provides a model whose ``forward(batch)`` returns a dict with ``loss`` 
 minimise), ``losses`` (detached scalars to log) and ``masks`` (dict of [B, K, h, w] soft masks).
 The loop handles the LR schedule per step, gradient clipping, periodic evaluation and mask
 visualisations, TensorBoard and ``metrics.jsonl``, atomic checkpoints and exact resume.
+
+Optional hooks, found by name so that methods without them need nothing:
+* ``lr_schedule(step)`` may return one LR for every parameter group or a list with one LR per
+  group; a schedule with ``observe(record)`` is fed every evaluation record (plateau decay), and
+  one with ``state_dict()`` / ``load_state_dict()`` is checkpointed;
+* ``model.set_step(step)`` is called before every training step (annealed temperatures);
+* ``model.visual_outputs(images)`` returning ``{"reconstructions": {name: [B, 3, H, W]},
+  "attention": [B, K, h, w]}`` adds a reconstruction picture to every visualisation.
 """
 from __future__ import annotations
 
@@ -12,7 +20,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +32,7 @@ from utils.checkpoint import CHECKPOINT_NAME, load_model_state, model_state, sav
 from utils.errors import UserError
 from utils.evaluation import evaluate, move_to
 from utils.logging import METRICS_JSON, RunLogger, get_logger, write_json
-from utils.visualize import save_mask_grid
+from utils.visualize import save_mask_grid, save_reconstruction_grid
 
 log = get_logger()
 
@@ -113,7 +121,7 @@ class Trainer:
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        lr_schedule: Callable[[int], float],
+        lr_schedule: Callable[[int], float | Sequence[float]],
         train_set: Dataset,
         val_set: Dataset | None,
         device: torch.device,
@@ -144,6 +152,7 @@ class Trainer:
             "epoch": self.step // self.steps_per_epoch,
             "rng": capture_rng(),
             "last_metrics": self.last_metrics,
+            **({"lr_schedule": self.lr_schedule.state_dict()} if hasattr(self.lr_schedule, "state_dict") else {}),
         }
 
     def save(self) -> Path:
@@ -157,6 +166,8 @@ class Trainer:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.step = int(checkpoint["step"])
         self.last_metrics = checkpoint.get("last_metrics", {})
+        if "lr_schedule" in checkpoint and hasattr(self.lr_schedule, "load_state_dict"):
+            self.lr_schedule.load_state_dict(checkpoint["lr_schedule"])
         restore_rng(checkpoint["rng"])
 
     # --- evaluation ----------------------------------------------------------------------------
@@ -186,6 +197,16 @@ class Trainer:
 
         image = torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1)
         self.logger.writer.add_image("VAL/masks", image, self.step)
+        visual_outputs = getattr(self.model, "visual_outputs", None)
+        if visual_outputs is not None:
+            # Fixed seed, forked RNG: pictures are reproducible and do not disturb training.
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(self.cfg.seed)
+                outputs = visual_outputs(examples["image"].to(self.device))
+            path = viz_dir / f"reconstructions_step_{self.step:07d}.png"
+            save_reconstruction_grid(path, examples["image"], outputs["reconstructions"], outputs.get("attention"))
+            image = torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1)
+            self.logger.writer.add_image("VAL/reconstructions", image, self.step)
 
     # --- training ------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -221,7 +242,9 @@ class Trainer:
                 if epoch_done and self.val_set is not None:
                     last = self.step == self.total_steps
                     if last or epochs_done % cfg.eval_every == 0:
-                        self.evaluate(visualize=last or epochs_done % cfg.viz_every == 0)
+                        record = self.evaluate(visualize=last or epochs_done % cfg.viz_every == 0)
+                        if hasattr(self.lr_schedule, "observe"):
+                            self.lr_schedule.observe(record)
                 self.save()
         finally:
             self.logger.close()
@@ -231,9 +254,15 @@ class Trainer:
         return self.last_metrics
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        lr = self.lr_schedule(self.step)
-        for group in self.optimizer.param_groups:
+        groups = self.optimizer.param_groups
+        lrs = self.lr_schedule(self.step)
+        lrs = [float(lrs)] * len(groups) if isinstance(lrs, (int, float)) else [float(lr) for lr in lrs]
+        if len(lrs) != len(groups):
+            raise ValueError(f"the LR schedule gave {len(lrs)} rates for {len(groups)} parameter groups")
+        for group, lr in zip(groups, lrs):
             group["lr"] = lr
+        if hasattr(self.model, "set_step"):
+            self.model.set_step(self.step)
         out = self.model(batch)
         loss = out["loss"]
         if not torch.isfinite(loss):
@@ -248,4 +277,6 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
         terms = {k: float(v) for k, v in out["losses"].items()}
-        return {"loss": float(loss.detach()), **terms, "lr": lr, "grad_norm": float(total_norm)}
+        # "lr" is the first group's rate; further groups are logged as lr_<group name or index>.
+        extra_lrs = {f"lr_{group.get('name', i)}": lr for i, (group, lr) in enumerate(zip(groups, lrs)) if i > 0}
+        return {"loss": float(loss.detach()), **terms, "lr": lrs[0], **extra_lrs, "grad_norm": float(total_norm)}
