@@ -1,8 +1,9 @@
-"""Feature decoders for DINOSAUR / SPOT (spec section 2.3).
+"""Decoders for DINOSAUR / SPOT (spec section 2.3) and SLATE (spec sa_slate_gnm.md 2.3).
 
 * :class:`MLPDecoder` -- DINOSAUR's spatial-broadcast MLP decoder with alpha masks.
-* :class:`AutoregressiveDecoder` -- SPOT's SLATE-style transformer decoder with teacher forcing,
-  one BOS token per patch ordering, and masks from the last block's cross-attention.
+* :class:`AutoregressiveDecoder` -- the SLATE transformer decoder with teacher forcing, used by
+  SPOT over features (one BOS token per patch ordering) and by SLATE over dVAE tokens (with a
+  vocabulary head); masks come from the last block's cross-attention.
 
 Shape legend: ``B`` batch, ``K`` slots, ``N`` patch tokens, ``D`` feature dim, ``Ds`` slot dim.
 Both decoders return float32 ``reconstruction`` / ``masks`` (softmaxes and mixing are done in
@@ -243,6 +244,14 @@ class AutoregressiveDecoder(nn.Module):
         num_cross_heads: cross-attention heads of blocks 2..L (``None`` -> ``num_heads``).
         dropout: dropout on attention weights, attention outputs and FFN output.
         num_orderings: number of BOS tokens (1 for standard order only, 9 with permutations).
+        input_proj: project the teacher-forcing inputs with ``Linear + LayerNorm`` (SPOT). SLATE
+            passes token embeddings that are already in the decoder width: ``False``.
+        slot_proj_norm: LayerNorm after the slot projection (SPOT); SLATE projects slots with
+            a bias-free Linear only.
+        output_dim: ``None`` (SPOT): the final LayerNorm output is the prediction, of width
+            ``feature_dim``. An int (SLATE: the dVAE vocabulary size) adds a bias-free head
+            ``Linear(feature_dim -> output_dim)`` after the final LayerNorm; the prediction then
+            holds logits for a cross-entropy.
     """
 
     def __init__(
@@ -255,6 +264,9 @@ class AutoregressiveDecoder(nn.Module):
         num_cross_heads: int | None = None,
         dropout: float = 0.0,
         num_orderings: int = 1,
+        input_proj: bool = True,
+        slot_proj_norm: bool = True,
+        output_dim: int | None = None,
     ) -> None:
         super().__init__()
         if num_blocks < 1:
@@ -267,11 +279,14 @@ class AutoregressiveDecoder(nn.Module):
         self.num_orderings = num_orderings
         cross_heads = num_heads if num_cross_heads is None else num_cross_heads
 
-        self.input_proj = nn.Sequential(
-            _xavier_linear(feature_dim, feature_dim, bias=False), nn.LayerNorm(feature_dim)
+        self.input_proj: nn.Module = (
+            nn.Sequential(_xavier_linear(feature_dim, feature_dim, bias=False), nn.LayerNorm(feature_dim))
+            if input_proj
+            else nn.Identity()
         )
         self.slot_proj = nn.Sequential(
-            _xavier_linear(slot_dim, feature_dim, bias=False), nn.LayerNorm(feature_dim)
+            _xavier_linear(slot_dim, feature_dim, bias=False),
+            nn.LayerNorm(feature_dim) if slot_proj_norm else nn.Identity(),
         )
         self.bos_tokens = nn.Parameter(torch.empty(num_orderings, feature_dim))
         nn.init.normal_(self.bos_tokens, std=0.02)
@@ -291,6 +306,10 @@ class AutoregressiveDecoder(nn.Module):
             ]
         )
         self.final_norm = nn.LayerNorm(feature_dim)
+        self.output_dim = feature_dim if output_dim is None else output_dim
+        self.head: nn.Module = (
+            nn.Identity() if output_dim is None else _xavier_linear(feature_dim, output_dim, bias=False)
+        )
 
     def forward(
         self,
@@ -310,7 +329,7 @@ class AutoregressiveDecoder(nn.Module):
 
         Returns:
             dict with (both in raster token order, float32)
-              * ``reconstruction``: ``[B, N, D]``,
+              * ``reconstruction``: ``[B, N, D]`` (``[B, N, output_dim]`` logits with a head),
               * ``masks``: ``[B, K, N]`` last block's cross-attention (pre-dropout, mean over heads),
                 summing to 1 over ``K``.
         """
@@ -341,7 +360,7 @@ class AutoregressiveDecoder(nn.Module):
             x, w = block(x, memory, return_weights=(i == last))
             if w is not None:
                 weights = w
-        recon = self.final_norm(x).float()  # [B, N, D], sequence order
+        recon = self.head(self.final_norm(x)).float()  # [B, N, D or output_dim], sequence order
         assert weights is not None
         masks = weights / weights.sum(dim=-1, keepdim=True)  # [B, N, K]; already ~1, renormalise
 

@@ -53,7 +53,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     meters: dict[str, SegmentationMetrics] = {}
-    mse_sum, num_images = 0.0, 0
+    mse_sum, loss_sum, num_images = 0.0, 0.0, 0
     examples: dict[str, torch.Tensor] = {}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -65,6 +65,7 @@ def evaluate(
             out = model(batch)
             b = batch["image"].shape[0]
             mse_sum += float(out["losses"]["mse"]) * b if "mse" in out["losses"] else 0.0
+            loss_sum += float(out["loss"]) * b
             num_images += b
             gt = batch["mask_instance"]
             _keep(examples, "image", batch["image"], keep_examples)
@@ -76,8 +77,12 @@ def evaluate(
                 _keep(examples, source, labels, keep_examples)
     model.train(was_training)
     if isinstance(getattr(loader, "sampler", None), distributed.ShardSampler) and distributed.world_size() > 1:
-        mse_sum, num_images, meters = _merge_over_ranks(mse_sum, num_images, meters)
-    results: dict[str, Any] = {"mse": mse_sum / max(num_images, 1), "num_images": num_images}
+        (mse_sum, loss_sum), num_images, meters = _merge_over_ranks((mse_sum, loss_sum), num_images, meters)
+    results: dict[str, Any] = {
+        "mse": mse_sum / max(num_images, 1),
+        "loss": loss_sum / max(num_images, 1),  # monitored by plateau LR decay (SLATE)
+        "num_images": num_images,
+    }
     for source, meter in meters.items():
         suffix = "" if source == primary_masks else f"_{source}"
         results.update({f"{name}{suffix}": value for name, value in meter.compute().items()})
@@ -85,16 +90,16 @@ def evaluate(
 
 
 def _merge_over_ranks(
-    mse_sum: float, num_images: int, meters: dict[str, SegmentationMetrics]
-) -> tuple[float, int, dict[str, SegmentationMetrics]]:
+    sums: tuple[float, ...], num_images: int, meters: dict[str, SegmentationMetrics]
+) -> tuple[tuple[float, ...], int, dict[str, SegmentationMetrics]]:
     """Add every rank's sums and counts (a rank with an empty shard contributes nothing)."""
-    gathered = distributed.all_gather_objects((mse_sum, num_images, meters))
-    total_mse, total_images = 0.0, 0
+    gathered = distributed.all_gather_objects((sums, num_images, meters))
+    totals, total_images = [0.0] * len(sums), 0
     merged: dict[str, SegmentationMetrics] = {}
-    for rank_mse, rank_images, rank_meters in gathered:
-        total_mse += rank_mse
+    for rank_sums, rank_images, rank_meters in gathered:
+        totals = [t + r for t, r in zip(totals, rank_sums)]
         total_images += rank_images
         for source, meter in rank_meters.items():
             merged.setdefault(source, SegmentationMetrics(meter.names)).merge(meter)
     # Keep the rank-0 order of mask sources (dicts preserve insertion order).
-    return total_mse, total_images, merged
+    return tuple(totals), total_images, merged

@@ -36,3 +36,69 @@ class WarmupCosine:
         decay_steps = self.total_steps - self.warmup_steps
         i = min(step - self.warmup_steps, decay_steps - 1)
         return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * i / decay_steps))
+
+
+def cosine_anneal(step: int, start: float, final: float, final_step: int, start_step: int = 0) -> float:
+    """Half-cosine from ``start`` (at ``start_step``) to ``final`` (at ``final_step``), constant outside.
+
+    SLATE's Gumbel-softmax temperature: 1.0 -> 0.1 over steps 0..30,000.
+    """
+    if step <= start_step:
+        return start
+    if step >= final_step:
+        return final
+    progress = (step - start_step) / (final_step - start_step)
+    return final + 0.5 * (start - final) * (1 + math.cos(math.pi * progress))
+
+
+class SlateSchedule:
+    """SLATE's two learning rates: ``[main, dvae]`` for the optimizer's two parameter groups.
+
+    The main group warms up linearly, ``lr_main * min(1, (step + 1) / warmup_steps)``; the dVAE
+    group has no warm-up. With ``patience > 0`` a plateau factor (SLATE's ``lr_decay_factor``)
+    halves **both** groups whenever the monitored validation value has not improved for
+    ``patience`` evaluations in a row; it multiplies the warm-up instead of being overwritten by
+    it (the flaw of a LambdaLR + ReduceLROnPlateau pair, spec pitfall 11). ``warmup=False``
+    keeps both rates constant (no warm-up, no decay).
+
+    Its state (best value, stagnation count, factor) goes into checkpoints via ``state_dict``.
+    """
+
+    def __init__(
+        self,
+        lr_main: float,
+        lr_dvae: float,
+        warmup_steps: int,
+        patience: int = 4,
+        decay: float = 0.5,
+        monitor: str = "loss",
+        warmup: bool = True,
+    ) -> None:
+        self.lr_main, self.lr_dvae, self.warmup_steps = lr_main, lr_dvae, warmup_steps
+        self.patience, self.decay, self.monitor, self.warmup = patience, decay, monitor, warmup
+        self.factor, self.best, self.stagnant = 1.0, math.inf, 0
+
+    def __call__(self, step: int) -> list[float]:
+        if not self.warmup:
+            return [self.lr_main, self.lr_dvae]
+        ramp = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps > 0 else 1.0
+        return [self.lr_main * ramp * self.factor, self.lr_dvae * self.factor]
+
+    def observe(self, metrics: dict[str, float]) -> None:
+        """Feed one validation record; halves the factor after ``patience`` evaluations without improvement."""
+        if not self.warmup or self.patience <= 0 or self.monitor not in metrics:
+            return
+        value = float(metrics[self.monitor])
+        if value < self.best:
+            self.best, self.stagnant = value, 0
+            return
+        self.stagnant += 1
+        if self.stagnant >= self.patience:
+            self.factor *= self.decay
+            self.stagnant = 0
+
+    def state_dict(self) -> dict[str, float]:
+        return {"factor": self.factor, "best": self.best, "stagnant": self.stagnant}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.factor, self.best, self.stagnant = float(state["factor"]), float(state["best"]), int(state["stagnant"])

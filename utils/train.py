@@ -9,6 +9,14 @@ Under ``torchrun`` (see :mod:`utils.distributed`) the same loop runs DDP: every 
 ``batch_size`` samples per step (global batch ``batch_size * world_size``), the loss is computed
 inside the DDP-wrapped forward, rank 0 alone writes, and evaluation metrics are summed over
 ranks. SIGTERM/SIGINT and ``--timeout`` stop cleanly with a checkpoint.
+
+Optional hooks, found by name so that methods without them need nothing:
+* ``lr_schedule(step)`` may return one LR for every parameter group or a list with one LR per
+  group; a schedule with ``observe(record)`` is fed every evaluation record (plateau decay), and
+  one with ``state_dict()`` / ``load_state_dict()`` is checkpointed;
+* ``model.set_step(step)`` is called before every training step (annealed temperatures);
+* ``model.visual_outputs(images)`` returning ``{"reconstructions": {name: [B, 3, H, W]},
+  "attention": [B, K, h, w]}`` adds a reconstruction picture to every visualisation.
 """
 from __future__ import annotations
 
@@ -17,7 +25,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -31,7 +39,7 @@ from utils.errors import UserError
 from utils.evaluation import evaluate, move_to
 from utils.logging import METRICS_JSON, RunLogger, get_logger, truncate_metrics_jsonl, write_json
 from utils.run import save_args
-from utils.visualize import save_mask_grid
+from utils.visualize import save_mask_grid, save_reconstruction_grid
 
 log = get_logger()
 
@@ -158,7 +166,7 @@ class Trainer:
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        lr_schedule: Callable[[int], float],
+        lr_schedule: Callable[[int], float | Sequence[float]],
         train_set: Dataset,
         val_set: Dataset | None,
         device: torch.device,
@@ -209,6 +217,7 @@ class Trainer:
             "world_size": self.world_size,
             "skipped_steps": self.skipped_steps,
             "last_metrics": self.last_metrics,
+            **({"lr_schedule": self.lr_schedule.state_dict()} if hasattr(self.lr_schedule, "state_dict") else {}),
         }
 
     def save(self) -> Path:
@@ -239,6 +248,8 @@ class Trainer:
         self.step = int(checkpoint["step"])
         self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
         self.last_metrics = checkpoint.get("last_metrics", {})
+        if "lr_schedule" in checkpoint and hasattr(self.lr_schedule, "load_state_dict"):
+            self.lr_schedule.load_state_dict(checkpoint["lr_schedule"])
         per_rank = checkpoint.get("rng_per_rank")
         restore_rng(per_rank[self.rank] if per_rank else checkpoint["rng"])
         self.resumed = True
@@ -277,6 +288,16 @@ class Trainer:
 
         image = torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1)
         self.logger.writer.add_image("VAL/masks", image, self.step)
+        visual_outputs = getattr(self.model, "visual_outputs", None)
+        if visual_outputs is not None:
+            # Fixed seed, forked RNG: pictures are reproducible and do not disturb training.
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(self.cfg.seed)
+                outputs = visual_outputs(examples["image"].to(self.device))
+            path = viz_dir / f"reconstructions_step_{self.step:07d}.png"
+            save_reconstruction_grid(path, examples["image"], outputs["reconstructions"], outputs.get("attention"))
+            image = torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1)
+            self.logger.writer.add_image("VAL/reconstructions", image, self.step)
 
     # --- training ------------------------------------------------------------------------------
     def _prepare_run_folder(self) -> None:
@@ -338,7 +359,9 @@ class Trainer:
                     if epoch_done and self.val_set is not None:
                         last = self.step == self.total_steps
                         if last or epochs_done % cfg.eval_every == 0:
-                            self.evaluate(visualize=last or epochs_done % cfg.viz_every == 0)
+                            record = self.evaluate(visualize=last or epochs_done % cfg.viz_every == 0)
+                            if hasattr(self.lr_schedule, "observe"):
+                                self.lr_schedule.observe(record)
                     self.save()
                     if not stopped and self.step < stop_at:
                         stopped = stop.should_stop()
@@ -372,9 +395,15 @@ class Trainer:
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         """One optimisation step on this rank's share of the global batch."""
-        lr = self.lr_schedule(self.schedule_step())
-        for group in self.optimizer.param_groups:
+        groups = self.optimizer.param_groups
+        lrs = self.lr_schedule(self.schedule_step())
+        lrs = [float(lrs)] * len(groups) if isinstance(lrs, (int, float)) else [float(lr) for lr in lrs]
+        if len(lrs) != len(groups):
+            raise ValueError(f"the LR schedule gave {len(lrs)} rates for {len(groups)} parameter groups")
+        for group, lr in zip(groups, lrs):
             group["lr"] = lr
+        if hasattr(self.model, "set_step"):
+            self.model.set_step(self.step)
         out = self.train_module(batch)  # the loss comes out of the DDP-wrapped forward
         loss = out["loss"]
         bad_here = not bool(torch.isfinite(loss.detach()))
@@ -408,5 +437,7 @@ class Trainer:
             self.optimizer.step()
         self.step += 1
         terms = {k: float(v) for k, v in out["losses"].items()}
-        return {"loss": float(loss.detach()), **terms, "lr": lr, "grad_norm": float(total_norm),
+        # "lr" is the first group's rate; further groups are logged as lr_<group name or index>.
+        extra_lrs = {f"lr_{group.get('name', i)}": lr for i, (group, lr) in enumerate(zip(groups, lrs)) if i > 0}
+        return {"loss": float(loss.detach()), **terms, "lr": lrs[0], **extra_lrs, "grad_norm": float(total_norm),
                 "skipped_steps": float(self.skipped_steps)}

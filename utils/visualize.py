@@ -82,6 +82,42 @@ def save_mask_grid(
     Image.fromarray(array).save(path)
 
 
+def save_reconstruction_grid(
+    path: str | os.PathLike,
+    images: torch.Tensor,
+    reconstructions: dict[str, torch.Tensor],
+    attention: torch.Tensor | None = None,
+    max_images: int = 8,
+    min_tile: int = 128,
+) -> None:
+    """Write a PNG with one row per image: input, each reconstruction, then one tile per slot.
+
+    images [B, 3, H, W] and reconstructions (name -> [B, 3, H, W]) in [0, 1]; attention
+    [B, K, h, w] is upsampled (nearest) to the image and shown as ``x * a + (1 - a)``: the image
+    where the slot attends, white elsewhere (SLATE's picture, spec sa_slate_gnm.md 2.6).
+    Tiles are separated by a grey line; small images are enlarged (nearest).
+    """
+    n = min(max_images, images.shape[0])
+    scale = max(1, -(-min_tile // images.shape[-2]))
+    size = (images.shape[-2] * scale, images.shape[-1] * scale)
+
+    def tile(x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x.detach().float().cpu()[None], size=size, mode="nearest")[0].clamp(0, 1)
+        return F.pad(x, (1, 1, 1, 1), value=0.5)
+
+    rows = []
+    for i in range(n):
+        row = [tile(images[i])] + [tile(recon[i]) for recon in reconstructions.values()]
+        if attention is not None:
+            image = images[i].detach().float().cpu()
+            a = F.interpolate(attention[i].detach().float().cpu()[:, None], size=image.shape[-2:], mode="nearest")
+            row += [tile(image * a_k + (1 - a_k)) for a_k in a]  # a_k [1, H, W]
+        rows.append(torch.cat(row, dim=2))  # tiles side by side
+    grid = torch.cat(rows, dim=1)  # images stacked vertically
+    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(array).save(path)
+
+
 # ------------------------------------------------------------------ predictions on user images
 # Slot i is drawn in palette colour i + 1 everywhere (overlays, label PNGs, grids), so that slot 0
 # is not the black "background" entry of the VOC/DAVIS palette.
