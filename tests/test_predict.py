@@ -1,4 +1,5 @@
 """predict.py: checkpoints of every image method on user image folders, video frames, bad input."""
+from models import METHODS
 from __future__ import annotations
 
 import importlib
@@ -170,7 +171,7 @@ def test_refuses_methods_it_cannot_render(dinosaur_run: Path, tmp_path: Path, mo
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'other.pt.tar'} is a 'future_method' checkpoint, which predict.py cannot render; "
-        "this version of the code rebuilds spot"
+        f"this version of the code rebuilds {', '.join(METHODS)}"
     ]
     assert not (tmp_path / "out").exists()
 
