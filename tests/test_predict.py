@@ -1,5 +1,4 @@
 """predict.py: checkpoints of every image method on user image folders, video frames, bad input."""
-from models import METHODS
 from __future__ import annotations
 
 import importlib
@@ -14,6 +13,7 @@ import torch
 from PIL import Image
 
 import predict
+from models import METHODS
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
 from utils.inference import labels_for_input, match_slots, read_image, to_model_input
