@@ -7,6 +7,7 @@ Example (SPOT README): python train_spot.py --dataset coco --data_path /path/to/
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -33,13 +34,20 @@ def main(argv: list[str] | None = None) -> dict:
     args, run_dir, checkpoint = parse_train_args(build_parser(), argv)
     config = SPOTConfig.from_args(args)
     check_config(config)
-    device = select_device(args.device)
     # On resume the stored record (with its weights fingerprint) must rebuild the same encoder.
     enc = dict(checkpoint["encoder"]) if checkpoint is not None else encoder_spec(args)
     encoder = build_encoder_from_spec(enc)
     if encoder.is_pretrained and "fingerprint" not in enc:
         enc["fingerprint"] = encoder_fingerprint(encoder)
-    model = SPOT(encoder, config).to(device)
+    model = SPOT(encoder, config)
+    meta = {"method": "spot", "model_config": config.to_dict(), "encoder": enc, "args": vars(args)}
+    return train(args, run_dir, checkpoint, model, meta)
+
+
+def train(args: argparse.Namespace, run_dir: Path, checkpoint: dict | None, model: torch.nn.Module, meta: dict) -> dict:
+    """SPOT's recipe for ``model`` (stage 1 and 2): datasets, Adam, warm-up + cosine, the shared loop."""
+    device = select_device(args.device)
+    model = model.to(device)
     train_set = build_dataset(args.dataset, "train", args.image_size, args.val_mask_size, args.data_path, args.train_samples, args.seed)
     val_set = limit(build_dataset(args.dataset, "val", args.image_size, args.val_mask_size, args.data_path, args.val_samples, args.seed), args.val_samples)
     train_set = limit(train_set, args.train_samples)
@@ -60,7 +68,6 @@ def main(argv: list[str] | None = None) -> dict:
         max_steps=args.max_steps,
         checkpoint_every=args.checkpoint_every,
     )
-    meta = {"method": "spot", "model_config": config.to_dict(), "encoder": enc, "args": vars(args)}
     trainer = Trainer(model, optimizer, schedule, train_set, val_set, device, run_dir, cfg, meta)
     if checkpoint is not None:
         trainer.load(checkpoint)

@@ -47,11 +47,14 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> s
     """Names of the flags the user actually typed (as opposed to defaults)."""
     actions = parser._actions  # noqa: SLF001 - argparse has no public accessor
     saved = [action.default for action in actions]
+    parser_defaults = parser._defaults  # noqa: SLF001 - set_defaults() values would count as typed
     try:
+        parser._defaults = {}  # noqa: SLF001
         for action in actions:
             action.default = argparse.SUPPRESS
         typed, _ = parser.parse_known_args(argv)
     finally:
+        parser._defaults = parser_defaults  # noqa: SLF001
         for action, default in zip(actions, saved):
             action.default = default
     return set(vars(typed))

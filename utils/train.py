@@ -234,7 +234,8 @@ class Trainer:
         lr = self.lr_schedule(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        out = self.model(batch)
+        # Position in training, for models with schedules of their own (e.g. SPOT stage 2's CE weight).
+        out = self.model({**batch, "step": self.step, "total_steps": self.total_steps})
         loss = out["loss"]
         if not torch.isfinite(loss):
             raise UserError(
