@@ -24,8 +24,12 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from models import build_encoder_from_spec
 from models.encoders import SMALL_ENCODERS, FrozenViT, resolve_encoder_name
 from models.spot import SPOT, SPOTConfig, check_config
+from utils.checkpoint import load_model_state
+from utils.errors import UserError
+from utils.logging import get_logger
 
 # Cost of assigning an empty teacher slot: larger than any 1 - IoU, so empty teacher slots only
 # take the student slots that no non-empty teacher slot wants (spec 2.6).
@@ -173,6 +177,11 @@ def teacher_fingerprint(state: dict[str, torch.Tensor]) -> float:
     return float(sum(v.double().abs().sum() for v in state.values() if v.is_floating_point()))
 
 
+def _canonical_encoder(name: str) -> str:
+    """Aliases of one model compare equal; the small test configs share a timm arch, so keep their names."""
+    return name if name in SMALL_ENCODERS else resolve_encoder_name(name)
+
+
 def load_teacher(args: Any, checkpoint: dict[str, Any], source: str) -> tuple[SPOT, dict[str, Any]]:
     """Rebuild the frozen stage-1 teacher of a stage-2 run and check the run's flags against it.
 
@@ -180,10 +189,6 @@ def load_teacher(args: Any, checkpoint: dict[str, Any], source: str) -> tuple[SP
     Returns (teacher in eval mode, its encoder record). Any mismatch is a ``UserError`` naming
     the flag.
     """
-    from models import build_encoder_from_spec
-    from utils.checkpoint import load_model_state
-    from utils.errors import UserError
-
     if checkpoint["method"] != "spot":
         raise UserError(f"--teacher_checkpoint_path {source} is a {checkpoint['method']} checkpoint; "
                         "the teacher must be a SPOT stage-1 checkpoint written by train_spot.py")
@@ -204,10 +209,7 @@ def load_teacher(args: Any, checkpoint: dict[str, Any], source: str) -> tuple[SP
     ]:
         if value != teacher_value:
             refuse(flag, value, teacher_value)
-    def canonical(name: str) -> str:  # aliases of one model are equal; small test configs share a timm arch
-        return name if name in SMALL_ENCODERS else resolve_encoder_name(name)
-
-    if canonical(args.which_encoder) != canonical(spec["name"]):
+    if _canonical_encoder(args.which_encoder) != _canonical_encoder(spec["name"]):
         refuse("--which_encoder", args.which_encoder, spec["name"])
     if stored.get("use_second_encoder"):
         raise UserError(f"the teacher {source} has a second encoder (a stage-2 or fine-tuned model); "
@@ -231,17 +233,13 @@ def load_teacher(args: Any, checkpoint: dict[str, Any], source: str) -> tuple[SP
 
 def build_student(args: Any, teacher: SPOT, share_frozen_forward: bool = True) -> SelfTrainingSPOT:
     """A fresh student on a copy of the teacher's frozen encoder, late blocks made trainable."""
-    from utils.errors import UserError
-
-    depth = teacher.encoder.depth
-    if depth == 0 or args.finetune_blocks_after >= depth:
-        # Allowed (the student then trains like stage 1 plus the CE), but worth a clear note.
-        from utils.logging import get_logger
-
-        get_logger().warning(f"--finetune_blocks_after {args.finetune_blocks_after}: no block of the "
-                             f"{depth}-block encoder is fine-tuned")
     if args.finetune_blocks_after < 0:
         raise UserError(f"--finetune_blocks_after must be >= 0, got {args.finetune_blocks_after}")
+    depth = teacher.encoder.depth
+    if args.finetune_blocks_after >= depth:
+        # Allowed (the student then trains like stage 1 plus the CE), but worth a clear note.
+        get_logger().warning(f"--finetune_blocks_after {args.finetune_blocks_after}: no block of the "
+                             f"{depth}-block encoder is fine-tuned")
     encoder = copy.deepcopy(teacher.encoder)
     encoder.set_finetune_blocks_after(args.finetune_blocks_after)
     config = dataclasses.replace(SPOTConfig.from_args(args), use_second_encoder=True)
