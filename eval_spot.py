@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(parser)
     add_encoder_args(parser)
     add_model_args(parser)
+    # SPOT's eval defaults fit a stage-2 checkpoint (spec 1.3). They are informational: the model is
+    # rebuilt from the checkpoint's configuration, and only flags that are typed are checked against it.
+    parser.set_defaults(truncate="bi-level", init_method="embedding", use_second_encoder=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval_batch_size", type=int, default=32)
     parser.add_argument("--device", default="auto")

@@ -7,8 +7,10 @@ Example (SPOT README): python train_spot.py --dataset coco --data_path /path/to/
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
 from datasets import build_dataset, limit
 from models import build_encoder_from_spec, encoder_fingerprint
@@ -34,16 +36,30 @@ def main(argv: list[str] | None = None) -> dict:
     config = SPOTConfig.from_args(args)
     check_config(config)
     # Data first: a layout problem stops the run before any encoder weights are loaded.
-    train_set = build_dataset(args.dataset, "train", args.image_size, args.val_mask_size, args.data_path, args.train_samples, args.data_seed, **data_options(args, run_dir))
-    val_set = limit(build_dataset(args.dataset, "val", args.image_size, args.val_mask_size, args.data_path, args.val_samples, args.data_seed, **data_options(args)), args.val_samples)
-    train_set = limit(train_set, args.train_samples)
-    device = select_device(args.device)
+    datasets = build_datasets(args, run_dir)
     # On resume the stored record (with its weights fingerprint) must rebuild the same encoder.
     enc = dict(checkpoint["encoder"]) if checkpoint is not None else encoder_spec(args)
     encoder = build_encoder_from_spec(enc)
     if encoder.is_pretrained and "fingerprint" not in enc:
         enc["fingerprint"] = encoder_fingerprint(encoder)
-    model = SPOT(encoder, config).to(device)
+    model = SPOT(encoder, config)
+    meta = {"method": "spot", "model_config": config.to_dict(), "encoder": enc, "args": vars(args)}
+    return train(args, run_dir, checkpoint, model, meta, datasets)
+
+
+def build_datasets(args: argparse.Namespace, run_dir: Path) -> tuple[Dataset, Dataset]:
+    """The training and validation sets the flags ask for (layout errors surface here)."""
+    train_set = build_dataset(args.dataset, "train", args.image_size, args.val_mask_size, args.data_path, args.train_samples, args.data_seed, **data_options(args, run_dir))
+    val_set = limit(build_dataset(args.dataset, "val", args.image_size, args.val_mask_size, args.data_path, args.val_samples, args.data_seed, **data_options(args)), args.val_samples)
+    return limit(train_set, args.train_samples), val_set
+
+
+def train(args: argparse.Namespace, run_dir: Path, checkpoint: dict | None, model: torch.nn.Module, meta: dict,
+          datasets: tuple[Dataset, Dataset]) -> dict:
+    """SPOT's recipe for ``model`` (stage 1 and 2): Adam, warm-up + cosine, the shared loop."""
+    train_set, val_set = datasets
+    device = select_device(args.device)
+    model = model.to(device)
 
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr_main)
     # Counted in batches of --batch_size (the Trainer maps DDP steps onto this count).
@@ -62,7 +78,6 @@ def main(argv: list[str] | None = None) -> dict:
         max_steps=args.max_steps,
         checkpoint_every=args.checkpoint_every,
     )
-    meta = {"method": "spot", "model_config": config.to_dict(), "encoder": enc, "args": vars(args)}
     trainer = Trainer(model, optimizer, schedule, train_set, val_set, device, run_dir, cfg, meta)
     if checkpoint is not None:
         trainer.load(checkpoint)

@@ -1,19 +1,29 @@
 #!/usr/bin/env python
-"""Training throughput and peak memory of train_spot.py's model in DINOSAUR and SPOT mode.
+"""Training throughput and peak memory of SPOT's models: DINOSAUR, SPOT stage 1 and stage 2.
 
 Runs the real training step (forward, backward, infinity-norm clip, Adam) of the shared
 Trainer on random images, so data loading is excluded. Prints images/s, ms/step and peak
-memory for each mode, and the SPOT/DINOSAUR ratio. Example:
+memory for each mode, and ratios. Each mode runs in a fresh process, so that peak memory is
+its own. Modes:
+  dinosaur        MLP decoder, raster order (train_spot.py --dec_type mlp ...)
+  spot            SPOT stage 1 (train_spot.py --train_permutations random)
+  spot2           SPOT stage 2 (train_spot_2.py): teacher + student, one frozen encoder pass per batch
+  spot2_unshared  the same, with the official code's three encoder passes (frozen ViT for the
+                  targets, again for the teacher, the student's ViT in full)
+Example:
 
     python benchmarks/bench_train_spot.py --which_encoder dino_vitb16 --image_size 224 --batch_size 8
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import resource
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -22,12 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.encoders import FrozenViT  # noqa: E402
 from models.spot import SPOT, SPOTConfig  # noqa: E402
+from models.spot_self_training import SelfTrainingSPOT  # noqa: E402
 from utils.run import select_device  # noqa: E402
 from utils.train import Trainer, TrainConfig  # noqa: E402
 
 MODES = {
     "dinosaur": dict(dec_type="mlp", train_permutations="standard", use_slot_proj=False),
     "spot": dict(dec_type="transformer", train_permutations="random"),
+    "spot2": dict(dec_type="transformer", train_permutations="random"),
+    "spot2_unshared": dict(dec_type="transformer", train_permutations="random"),
 }
 
 
@@ -39,9 +52,21 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def bench(mode: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
     encoder = FrozenViT(args.which_encoder, pretrained=False)
     config = SPOTConfig(image_size=args.image_size, num_slots=args.num_slots, **MODES[mode])
-    model = SPOT(encoder, config).to(device)
+    if mode.startswith("spot2"):
+        # Stage 2 as train_spot_2.py builds it: a frozen stage-1 teacher (random orderings) and a
+        # student on a copy of the encoder with the blocks after --finetune_blocks_after trainable.
+        teacher = SPOT(encoder, SPOTConfig(image_size=args.image_size, num_slots=args.num_slots,
+                                           eval_permutations="random", **MODES[mode]))
+        student_encoder = copy.deepcopy(encoder)
+        student_encoder.set_finetune_blocks_after(args.finetune_blocks_after)
+        config = SPOTConfig(image_size=args.image_size, num_slots=args.num_slots, truncate="bi-level",
+                            init_method="embedding", use_second_encoder=True, **MODES[mode])
+        model = SelfTrainingSPOT(student_encoder, config, teacher, share_frozen_forward=mode == "spot2").to(device)
+    else:
+        model = SPOT(encoder, config).to(device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=4e-4)
     images = torch.rand(args.batch_size, 3, args.image_size, args.image_size, device=device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,24 +98,29 @@ def main() -> None:
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--num_slots", type=int, default=7)
     parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--finetune_blocks_after", type=int, default=8, help="stage 2: first trainable encoder block")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--modes", default="dinosaur,spot")
+    parser.add_argument("--modes", default="dinosaur,spot,spot2,spot2_unshared")
     args = parser.parse_args()
     device = select_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(f"device: {name} | torch {torch.__version__} | encoder {args.which_encoder} (random weights) | "
           f"{args.image_size}px, batch {args.batch_size}, {args.num_slots} slots, fp32")
     results = {}
     for mode in args.modes.split(","):
-        results[mode] = r = bench(mode, args, device)
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:  # own peak memory per mode
+            results[mode] = r = pool.submit(bench, mode, args, device).result()
         memory = "peak GPU memory" if device.type == "cuda" else "peak process RSS"
-        print(f"{mode:9s} {r['images_per_s']:8.2f} images/s  {r['ms_per_step']:9.1f} ms/step  "
+        print(f"{mode:14s} {r['images_per_s']:8.2f} images/s  {r['ms_per_step']:9.1f} ms/step  "
               f"{memory} {r['peak_mb']:8.0f} MB  trainable {r['trainable_m']:.1f}M")
-    if {"dinosaur", "spot"} <= results.keys():
-        ratio = results["spot"]["images_per_s"] / results["dinosaur"]["images_per_s"]
-        print(f"ratio spot/dinosaur images/s: {ratio:.2f}")
+    for a, b in [("spot", "dinosaur"), ("spot2", "spot"), ("spot2", "spot2_unshared")]:
+        if {a, b} <= results.keys():
+            speed = results[a]["images_per_s"] / results[b]["images_per_s"]
+            memory = results[a]["peak_mb"] / results[b]["peak_mb"]
+            print(f"{a}/{b}: images/s x{speed:.2f}, peak memory x{memory:.2f}")
 
 
 if __name__ == "__main__":

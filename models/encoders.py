@@ -235,9 +235,7 @@ class FrozenViT(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
-        for pname, param in self.vit.named_parameters():
-            m = re.match(r"blocks\.(\d+)\.", pname)
-            param.requires_grad_(m is not None and int(m.group(1)) >= self.finetune_blocks_after)
+        self.set_finetune_blocks_after(self.finetune_blocks_after)
         self.train(self.training)
 
     # ------------------------------------------------------------------ construction helpers
@@ -267,6 +265,13 @@ class FrozenViT(nn.Module):
         vit.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
 
     # ------------------------------------------------------------------ mode and freezing
+    def set_finetune_blocks_after(self, index: int) -> None:
+        """Make blocks with index >= ``index`` trainable and freeze everything else."""
+        self.finetune_blocks_after = int(index)
+        for pname, param in self.vit.named_parameters():
+            m = re.match(r"blocks\.(\d+)\.", pname)
+            param.requires_grad_(m is not None and int(m.group(1)) >= self.finetune_blocks_after)
+
     def train(self, mode: bool = True) -> "FrozenViT":
         """Set the module flag but keep the ViT in eval mode (no dropout/drop-path, as in SPOT)."""
         super().train(mode)
@@ -283,7 +288,7 @@ class FrozenViT(nn.Module):
         """Identifies the features this encoder produces (for a precomputed-feature cache)."""
         return f"{self.timm_name}|{self.weights_source}|final_norm={int(self.final_norm)}"
 
-    def _first_trainable_block(self) -> int:
+    def first_trainable_block(self) -> int:
         """Blocks before this index (and the token stem) can run without autograd."""
         for pname, param in self.vit.named_parameters():
             if param.requires_grad and not pname.startswith("blocks.") and not pname.startswith("norm.") \
@@ -356,23 +361,38 @@ class FrozenViT(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """[B, 3, H, W] images in [0, 1] -> last-block patch tokens [B, h*w, D]."""
+        k = self.first_trainable_block()
+        return self.forward_from(self.frozen_prefix(images, k), k)
+
+    def frozen_prefix(self, images: Tensor, num_blocks: int) -> Tensor:
+        """Tokens (prefix tokens included) after the stem and the first ``num_blocks`` blocks.
+
+        Runs without autograd, so the blocks must be frozen; two encoders whose stem and first
+        ``num_blocks`` blocks hold the same weights can share this output (SPOT stage 2).
+        """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images [B, 3, H, W], got {tuple(images.shape)}")
+        if num_blocks > self.first_trainable_block():
+            raise ValueError(f"block {self.first_trainable_block()} is trainable and cannot run without autograd")
         gh, gw = self.token_grid((images.shape[-2], images.shape[-1]))
         if self.vit.training:  # someone called .train() on the inner ViT directly
             self.vit.eval()
-        k = self._first_trainable_block()
-        grad_wanted = torch.is_grad_enabled()
         with torch.no_grad():  # frozen part: no activations kept for backward
             x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
             x = self._tokens(x, gh, gw)
-            for blk in self.vit.blocks[:k]:
+            for blk in self.vit.blocks[:num_blocks]:
                 x = blk(x)
-        with torch.set_grad_enabled(grad_wanted):
-            for blk in self.vit.blocks[k:]:
-                x = blk(x)
-            if self.final_norm:
-                x = self.vit.norm(x)
+        return x
+
+    def forward_from(self, tokens: Tensor, start_block: int) -> Tensor:
+        """Run blocks ``start_block``.. (and the final norm if asked) -> patch tokens [B, h*w, D]."""
+        if self.vit.training:
+            self.vit.eval()
+        x = tokens
+        for blk in self.vit.blocks[start_block:]:
+            x = blk(x)
+        if self.final_norm:
+            x = self.vit.norm(x)
         return x[:, self.num_prefix_tokens:]
 
     def extra_repr(self) -> str:

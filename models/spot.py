@@ -69,7 +69,7 @@ class SPOT(nn.Module):
     normalised over slots), and ``attn_logits`` [B, N, K] of the last slot-attention iteration.
     """
 
-    def __init__(self, encoder: FrozenViT, config: SPOTConfig) -> None:
+    def __init__(self, encoder: FrozenViT, config: SPOTConfig, target_encoder: FrozenViT | None = None) -> None:
         super().__init__()
         if config.dec_type not in DECODER_TYPES:
             raise ValueError(f"unknown decoder type {config.dec_type!r}")
@@ -79,8 +79,13 @@ class SPOT(nn.Module):
         check_config(config)
         self.config = config
         self.encoder = encoder
-        # A frozen copy for targets only matters when some encoder blocks are fine-tuned.
-        self.target_encoder = copy.deepcopy(encoder).requires_grad_(False) if config.use_second_encoder else None
+        # A frozen copy for targets only matters when some encoder blocks are fine-tuned. Stage 2
+        # passes the frozen original (shared with its teacher) instead of a fresh copy.
+        if target_encoder is not None and not config.use_second_encoder:
+            raise ValueError("a target encoder was given but config.use_second_encoder is False")
+        if config.use_second_encoder and target_encoder is None:
+            target_encoder = copy.deepcopy(encoder).requires_grad_(False)
+        self.target_encoder = target_encoder
         from utils.errors import UserError
 
         head_checks = [("slot_attention_heads", config.slot_attention_heads, config.slot_size)]
@@ -160,6 +165,13 @@ class SPOT(nn.Module):
                 targets = self.target_encoder(batch["image"])
         else:
             targets = features.detach()
+        return self.forward_features(features, targets)
+
+    def forward_features(self, features: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
+        """Slot attention on encoder ``features`` [B, N, D], decoding of ``targets`` [B, N, D].
+
+        ``targets`` are both the reconstruction targets and the decoder's teacher-forcing input.
+        """
         sa = self.slot_attention(self.input_mlp(features))
         dec = self.decode(sa["slots"], targets)
         mse = ((targets - dec["reconstruction"]) ** 2).mean()

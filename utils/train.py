@@ -404,7 +404,9 @@ class Trainer:
             group["lr"] = lr
         if hasattr(self.model, "set_step"):
             self.model.set_step(self.step)
-        out = self.train_module(batch)  # the loss comes out of the DDP-wrapped forward
+        # Position in training, for models with schedules of their own (e.g. SPOT stage 2's CE weight);
+        # the loss comes out of the DDP-wrapped forward.
+        out = self.train_module({**batch, "step": self.step, "total_steps": self.total_steps})
         loss = out["loss"]
         bad_here = not bool(torch.isfinite(loss.detach()))
         bad_loss = bad_here

@@ -1,0 +1,247 @@
+"""SPOT stage 2: self-training with attention distillation (spec/spot_dinosaur.md sections 2.1, 2.6).
+
+A frozen stage-1 *teacher* decodes every training batch under one random patch ordering; its
+hard decoder masks are the targets of a cross-entropy on the *student's* last-iteration
+slot-attention logits, after Hungarian matching of student slots to teacher slots. The student
+is a fresh SPOT model whose encoder blocks after ``finetune_blocks_after`` train, with the
+original frozen encoder giving the reconstruction targets (and the teacher's inputs).
+
+The frozen encoder runs once per batch: its output is the student's target, the teacher's
+input and target, and its first ``finetune_blocks_after`` blocks are also the student's frozen
+prefix (the student encoder is a copy whose early blocks never change). The official code runs
+the frozen ViT twice and the student's ViT in full.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+
+from models import build_encoder_from_spec
+from models.encoders import SMALL_ENCODERS, FrozenViT, resolve_encoder_name
+from models.spot import SPOT, SPOTConfig, check_config
+from utils.checkpoint import load_model_state
+from utils.errors import UserError
+from utils.logging import get_logger
+
+# Cost of assigning an empty teacher slot: larger than any 1 - IoU, so empty teacher slots only
+# take the student slots that no non-empty teacher slot wants (spec 2.6).
+EMPTY_TEACHER_COST = 1e3
+
+
+def match_student_to_teacher(teacher_labels: torch.Tensor, student_labels: torch.Tensor, num_slots: int) -> torch.Tensor:
+    """For each teacher slot ``k`` of each image, the student slot matched to it.
+
+    teacher_labels, student_labels: [B, N] hard slot index per token. The cost of the pair
+    (teacher k, student j) is 1 - IoU of their token sets; rows of empty teacher slots cost
+    ``EMPTY_TEACHER_COST``. Returns a LongTensor [B, K] (a permutation of 0..K-1 per image).
+    """
+    teacher = F.one_hot(teacher_labels, num_slots).float()  # [B, N, K]
+    student = F.one_hot(student_labels, num_slots).float()
+    intersection = torch.einsum("bnt,bns->bts", teacher, student)  # [B, K_teacher, K_student]
+    teacher_area, student_area = teacher.sum(1), student.sum(1)  # [B, K]
+    union = teacher_area[:, :, None] + student_area[:, None, :] - intersection
+    cost = 1 - intersection / union.clamp_min(1)  # union 0 only when both are empty
+    cost = torch.where((teacher_area == 0)[:, :, None], torch.full_like(cost, EMPTY_TEACHER_COST), cost)
+    matching = np.empty((cost.shape[0], num_slots), dtype=np.int64)
+    for b, image_cost in enumerate(cost.cpu().numpy()):
+        rows, cols = linear_sum_assignment(image_cost)
+        matching[b, rows] = cols
+    return torch.from_numpy(matching).to(teacher_labels.device)
+
+
+def distillation_loss(
+    student_logits: torch.Tensor, student_masks: torch.Tensor, teacher_masks: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of matched student slot-attention logits against the teacher's hard masks.
+
+    student_logits: [B, N, K] last-iteration slot-attention logits; student_masks: [B, K, ...]
+    slot-attention maps (their argmax is matched); teacher_masks: [B, K, ...] teacher decoder
+    masks. Returns (mean CE over all B*N tokens, matching [B, K]).
+    """
+    b, n, k = student_logits.shape
+    teacher_labels = teacher_masks.reshape(b, k, n).argmax(1)  # [B, N]
+    student_labels = student_masks.reshape(b, k, n).argmax(1)
+    matching = match_student_to_teacher(teacher_labels, student_labels, k)
+    # Channel k of the matched logits is the student slot matched to teacher slot k.
+    matched = torch.gather(student_logits, 2, matching[:, None, :].expand(b, n, k))
+    ce = F.cross_entropy(matched.reshape(b * n, k).float(), teacher_labels.reshape(b * n))
+    return ce, matching
+
+
+def cosine_weight(start: float, end: float, step: int, total_steps: int) -> float:
+    """Cosine from ``start`` (step 0) towards ``end`` over ``total_steps``, without warm-up."""
+    i = min(max(step, 0), max(total_steps - 1, 0))
+    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * i / max(total_steps, 1)))
+
+
+class SelfTrainingSPOT(SPOT):
+    """The stage-2 student; its state_dict is a plain SPOT state_dict (the teacher is not in it).
+
+    ``forward`` in training mode adds ``ce_weight * ce`` to the MSE; in eval mode it is the plain
+    student (what ``eval_spot.py`` rebuilds from the checkpoint). The CE weight follows a cosine
+    from ``ce_weight`` to ``final_ce_weight`` over ``batch["total_steps"]``, at ``batch["step"]``
+    (set by the Trainer; constant when the two weights are equal).
+
+    Args:
+        encoder: the student's encoder, a copy of ``teacher.encoder`` with trainable late blocks.
+        config: the student's config (``use_second_encoder`` must be True).
+        teacher: a loaded stage-1 model with a fully frozen encoder (becomes frozen, eval mode).
+        share_frozen_forward: run the frozen encoder once per batch (False: as the official code,
+            once for the student's targets and once more for the teacher; benchmarks only).
+    """
+
+    def __init__(
+        self,
+        encoder: FrozenViT,
+        config: SPOTConfig,
+        teacher: SPOT,
+        ce_weight: float = 5e-3,
+        final_ce_weight: float | None = None,
+        share_frozen_forward: bool = True,
+    ) -> None:
+        if not config.use_second_encoder:
+            raise ValueError("the stage-2 student always has a frozen second encoder for its targets")
+        if teacher.target_encoder is not None or teacher.encoder.trainable:
+            raise ValueError("the teacher must read the frozen encoder directly")
+        if teacher.config.num_slots != config.num_slots:
+            raise ValueError(f"teacher has {teacher.config.num_slots} slots, student {config.num_slots}")
+        super().__init__(encoder, config, target_encoder=teacher.encoder)
+        if teacher.grid != self.grid:
+            raise ValueError(f"teacher token grid {teacher.grid} differs from the student's {self.grid}")
+        self._check_shared_prefix()
+        teacher.requires_grad_(False).eval()
+        # Not a submodule: the teacher is rebuilt from its own checkpoint, stays out of this
+        # model's state_dict, parameters (optimizer, clipping) and train()/eval() switches.
+        object.__setattr__(self, "teacher", teacher)
+        self.ce_weight = ce_weight
+        self.final_ce_weight = ce_weight if final_ce_weight is None else final_ce_weight
+        self.share_frozen_forward = share_frozen_forward
+
+    def _check_shared_prefix(self) -> None:
+        """The student encoder's frozen stem and early blocks must equal the frozen encoder's."""
+        k = self.encoder.first_trainable_block()
+        frozen = dict(self.target_encoder.vit.named_parameters())
+        for name, param in self.encoder.vit.named_parameters():
+            if name.startswith("blocks.") and int(name.split(".")[1]) >= k:
+                continue
+            if not torch.equal(param, frozen[name]):
+                raise ValueError(f"student encoder parameter {name} differs from the frozen encoder's")
+
+    def _apply(self, fn, *args, **kwargs):  # noqa: ANN001 - nn.Module internal signature
+        """``.to()``/``.cuda()``/``.float()`` also move the (unregistered) teacher."""
+        super()._apply(fn, *args, **kwargs)
+        self.teacher._apply(fn, *args, **kwargs)
+        return self
+
+    def current_ce_weight(self, batch: dict[str, Any]) -> float:
+        if self.final_ce_weight == self.ce_weight:
+            return self.ce_weight
+        return cosine_weight(self.ce_weight, self.final_ce_weight, int(batch.get("step", 0)),
+                             int(batch.get("total_steps", 1)))
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        images = batch["image"]
+        k = self.encoder.first_trainable_block()
+        with torch.no_grad():
+            hidden = self.target_encoder.frozen_prefix(images, k)  # shared by both encoders
+            targets = self.target_encoder.forward_from(hidden, k)
+        if self.share_frozen_forward:
+            features = self.encoder.forward_from(hidden, k)
+        else:
+            features = self.encoder(images)
+        out = self.forward_features(features, targets)
+        if not self.training:
+            return out
+        with torch.no_grad():
+            # The teacher reads the frozen encoder: its features are the student's targets.
+            teacher_features = targets if self.share_frozen_forward else self.teacher.encode(images)
+            teacher_out = self.teacher.forward_features(teacher_features, teacher_features)
+        ce, _ = distillation_loss(out["attn_logits"], out["masks"]["slots"], teacher_out["masks"]["decoder"])
+        weight = self.current_ce_weight(batch)
+        out["loss"] = out["loss"] + weight * ce
+        out["losses"].update(ce=ce.detach(), ce_weight=torch.tensor(weight))
+        out["teacher_masks"] = teacher_out["masks"]["decoder"]
+        return out
+
+
+def teacher_fingerprint(state: dict[str, torch.Tensor]) -> float:
+    """A cheap checksum of a teacher's stored weights (sum of |w| in float64)."""
+    return float(sum(v.double().abs().sum() for v in state.values() if v.is_floating_point()))
+
+
+def _canonical_encoder(name: str) -> str:
+    """Aliases of one model compare equal; the small test configs share a timm arch, so keep their names."""
+    return name if name in SMALL_ENCODERS else resolve_encoder_name(name)
+
+
+def load_teacher(args: Any, checkpoint: dict[str, Any], source: str) -> tuple[SPOT, dict[str, Any]]:
+    """Rebuild the frozen stage-1 teacher of a stage-2 run and check the run's flags against it.
+
+    ``args`` needs the ``teacher_*`` flags, ``num_slots``, ``image_size`` and the encoder flags.
+    Returns (teacher in eval mode, its encoder record). Any mismatch is a ``UserError`` naming
+    the flag.
+    """
+    if checkpoint["method"] != "spot":
+        raise UserError(f"--teacher_checkpoint_path {source} is a {checkpoint['method']} checkpoint; "
+                        "the teacher must be a SPOT stage-1 checkpoint written by train_spot.py")
+    stored = checkpoint["model_config"]
+    spec = dict(checkpoint["encoder"])
+
+    def refuse(flag: str, value: Any, teacher_value: Any) -> None:
+        raise UserError(f"{flag} {value} does not match the teacher checkpoint ({teacher_value}); "
+                        f"pass {flag} {teacher_value} or another teacher")
+
+    for flag, value, teacher_value in [
+        ("--teacher_train_permutations", args.teacher_train_permutations, stored["train_permutations"]),
+        ("--teacher_init_method", args.teacher_init_method, stored["init_method"]),
+        ("--num_slots", args.num_slots, stored["num_slots"]),
+        ("--image_size", args.image_size, stored["image_size"]),
+        ("--encoder_final_norm", args.encoder_final_norm, spec.get("final_norm", False)),
+        ("--no_pretrained", args.no_pretrained, not spec["pretrained"]),
+    ]:
+        if value != teacher_value:
+            refuse(flag, value, teacher_value)
+    if _canonical_encoder(args.which_encoder) != _canonical_encoder(spec["name"]):
+        refuse("--which_encoder", args.which_encoder, spec["name"])
+    if stored.get("use_second_encoder"):
+        raise UserError(f"the teacher {source} has a second encoder (a stage-2 or fine-tuned model); "
+                        "pass a stage-1 checkpoint of train_spot.py")
+    if stored["train_permutations"] == "standard" and args.teacher_eval_permutations != "standard":
+        raise UserError(f"--teacher_eval_permutations {args.teacher_eval_permutations} needs a teacher trained with "
+                        "several orderings; this one has one (standard): pass --teacher_eval_permutations standard")
+    if args.encoder_weights:
+        spec["weights_path"] = str(Path(args.encoder_weights).resolve())
+    encoder = build_encoder_from_spec(spec)  # checks the weights against the teacher's fingerprint
+    if encoder.trainable:
+        raise UserError(f"the teacher {source} fine-tuned encoder blocks (finetune_blocks_after "
+                        f"{spec.get('finetune_blocks_after')}); stage 2 needs a teacher with a frozen encoder")
+    config = dataclasses.replace(SPOTConfig(**stored), truncate=args.teacher_truncate,
+                                 eval_permutations=args.teacher_eval_permutations)
+    check_config(config)
+    teacher = SPOT(encoder, config)
+    load_model_state(teacher, checkpoint["model"], source=f"teacher checkpoint {source}")
+    return teacher.requires_grad_(False).eval(), spec
+
+
+def build_student(args: Any, teacher: SPOT, share_frozen_forward: bool = True) -> SelfTrainingSPOT:
+    """A fresh student on a copy of the teacher's frozen encoder, late blocks made trainable."""
+    if args.finetune_blocks_after < 0:
+        raise UserError(f"--finetune_blocks_after must be >= 0, got {args.finetune_blocks_after}")
+    depth = teacher.encoder.depth
+    if args.finetune_blocks_after >= depth:
+        # Allowed (the student then trains like stage 1 plus the CE), but worth a clear note.
+        get_logger().warning(f"--finetune_blocks_after {args.finetune_blocks_after}: no block of the "
+                             f"{depth}-block encoder is fine-tuned")
+    encoder = copy.deepcopy(teacher.encoder)
+    encoder.set_finetune_blocks_after(args.finetune_blocks_after)
+    config = dataclasses.replace(SPOTConfig.from_args(args), use_second_encoder=True)
+    check_config(config)
+    return SelfTrainingSPOT(encoder, config, teacher, args.ce_weight, args.final_ce_weight, share_frozen_forward)
