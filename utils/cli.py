@@ -114,3 +114,29 @@ def encoder_spec(args: argparse.Namespace) -> dict[str, Any]:
 def every_n_epochs(fraction: float, epochs: int) -> int:
     """SPOT's ``int(epochs * fraction)`` visualisation period, never zero (SPOT crashes on < 5 epochs)."""
     return max(1, int(epochs * fraction))
+
+
+def add_flag_aliases(parser: argparse.ArgumentParser, aliases: dict[str, str]) -> None:
+    """Let other projects' flag names (``--root``) set this project's flags (``data_path``).
+
+    ``aliases`` maps an alias (with dashes) to the ``dest`` of an existing flag; the alias then
+    behaves exactly like that flag (same type, help, resume checks) and is shown in ``--help``.
+    """
+    by_dest = {action.dest: action for action in parser._actions}  # noqa: SLF001 - no public accessor
+    for alias, dest in aliases.items():
+        if alias in parser._option_string_actions:  # noqa: SLF001
+            raise ValueError(f"flag {alias} already exists")
+        action = by_dest[dest]
+        action.option_strings.append(alias)
+        parser._option_string_actions[alias] = action  # noqa: SLF001
+
+
+class ResizeTo(argparse.Action):
+    """``--resize_to H W`` (or one value) of other projects' commands: sets the square image size."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if not 1 <= len(values) <= 2 or len(set(values)) != 1:
+            raise UserError(f"{option_string} {' '.join(map(str, values))}: only square images are supported; "
+                            "pass one size, e.g. --resize_to 224 224")
+        setattr(namespace, self.dest, values[0])

@@ -8,6 +8,7 @@ from torch import nn
 from tqdm import tqdm
 
 from metrics import SegmentationMetrics, masks_to_labels
+from metrics.adaptive import AdaptiveSlotMetrics
 
 
 def move_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -40,6 +41,11 @@ def evaluate(
     is drawn from a fixed seed so that evaluating one checkpoint twice gives the same numbers,
     without disturbing the training RNG.
 
+    Models that decide per-slot keep/drop (``slot_keep`` in their output, e.g. AdaSlot) also get
+    :class:`metrics.adaptive.AdaptiveSlotMetrics` on the primary masks (kept slots only):
+    pair-counting precision/recall/F1, AMI, NMI, purity, kept slots per image, and ``keep_rule``
+    (how the keep decisions were made, e.g. ``gumbel`` sampling or ``threshold``).
+
     Returns ``{"metrics": {...}, "examples": {...}}`` where examples hold the first images and
     their label maps for visualisation.
     """
@@ -48,6 +54,8 @@ def evaluate(
     meters: dict[str, SegmentationMetrics] = {}
     mse_sum, num_images = 0.0, 0
     examples: dict[str, torch.Tensor] = {}
+    adaptive: AdaptiveSlotMetrics | None = None
+    keep_rule = None
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
@@ -64,9 +72,15 @@ def evaluate(
                 meter = meters.setdefault(source, SegmentationMetrics())
                 meter.update(labels, gt, batch.get("mask_class"), batch.get("mask_ignore"))
                 _keep(examples, source, labels, keep_examples)
+                if source == primary_masks and "slot_keep" in out:
+                    adaptive = adaptive or AdaptiveSlotMetrics()
+                    adaptive.update(labels, gt, batch.get("mask_ignore"), out["slot_keep"], out.get("slot_keep_prob"))
+                    keep_rule = out.get("keep_rule")
     model.train(was_training)
     results: dict[str, Any] = {"mse": mse_sum / max(num_images, 1), "num_images": num_images}
     for source, meter in meters.items():
         suffix = "" if source == primary_masks else f"_{source}"
         results.update({f"{name}{suffix}": value for name, value in meter.compute().items()})
+    if adaptive is not None:
+        results.update(adaptive.compute(), keep_rule=keep_rule)
     return {"metrics": results, "examples": examples}

@@ -56,3 +56,25 @@ class RunLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def check_wandb() -> None:
+    """Raise ``UserError`` (before any run folder exists) when the ``wandb`` package is missing."""
+    import importlib.util
+
+    from utils.errors import UserError
+
+    if importlib.util.find_spec("wandb") is None:
+        raise UserError("--log_wandb needs the wandb package (pip install wandb, then wandb login); "
+                        "drop the flag to log to TensorBoard only")
+
+
+def start_wandb(run_dir: Path, config: dict[str, Any], project: str, name: str | None, notes: str | None) -> Any:
+    """Mirror this run's TensorBoard scalars and images to Weights & Biases; returns the wandb run.
+
+    Must be called before the TensorBoard writer is created (``sync_tensorboard`` patches it).
+    """
+    check_wandb()
+    import wandb
+
+    return wandb.init(project=project, name=name, notes=notes, dir=str(run_dir), config=config, sync_tensorboard=True)

@@ -67,6 +67,8 @@ class TrainConfig:
     max_steps: int | None = None  # stop (and checkpoint) early, e.g. to test resume
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch only
     primary_masks: str = "decoder"
+    total_steps: int | None = None  # step-based methods: train exactly this many steps (last epoch partial)
+    eval_num_workers: int | None = None  # DataLoader workers for evaluation (default: num_workers)
 
 
 def capture_rng() -> dict[str, Any]:
@@ -130,7 +132,7 @@ class Trainer:
                 f"the training set has {len(train_set)} samples, fewer than one batch of {cfg.batch_size}; "
                 "lower --batch_size"
             )
-        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.total_steps = cfg.total_steps or cfg.epochs * self.steps_per_epoch
         self.step = 0
         self.last_metrics: dict[str, Any] = {}
 
@@ -162,7 +164,8 @@ class Trainer:
     # --- evaluation ----------------------------------------------------------------------------
     def evaluate(self, visualize: bool) -> dict[str, Any]:
         assert self.val_set is not None
-        loader = make_loader(self.val_set, self.cfg.eval_batch_size, self.cfg.num_workers, None, self.cfg.seed, False)
+        workers = self.cfg.num_workers if self.cfg.eval_num_workers is None else self.cfg.eval_num_workers
+        loader = make_loader(self.val_set, self.cfg.eval_batch_size, workers, None, self.cfg.seed, False)
         result = evaluate(self.model, loader, self.device, seed=self.cfg.seed, primary_masks=self.cfg.primary_masks)
         metrics = result["metrics"]
         epoch = self.step // self.steps_per_epoch
@@ -216,10 +219,10 @@ class Trainer:
                     if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                         self.save()
                 bar.close()
-                epoch_done = self.step % self.steps_per_epoch == 0
+                last = self.step == self.total_steps
+                epoch_done = self.step % self.steps_per_epoch == 0 or last  # a step budget may end mid-epoch
                 epochs_done = self.step // self.steps_per_epoch
                 if epoch_done and self.val_set is not None:
-                    last = self.step == self.total_steps
                     if last or epochs_done % cfg.eval_every == 0:
                         self.evaluate(visualize=last or epochs_done % cfg.viz_every == 0)
                 self.save()
