@@ -111,7 +111,8 @@ class MLPDecoder(nn.Module):
         Returns:
             dict with
               * ``reconstruction``: ``[B, N, D]`` (float32),
-              * ``masks``: ``[B, K, N]`` alpha weights, summing to 1 over ``K`` (float32),
+              * ``masks``: ``[B, K, N]`` alpha weights, summing to 1 over ``K`` (float32; with
+                ``slot_keep``: to ``S / (S + 1e-5)`` over the kept slots, S their softmax mass),
               * ``slot_reconstructions``: ``[B, K, N, D]`` per-slot features ``x_k``.
         """
         B, K, _ = slots.shape

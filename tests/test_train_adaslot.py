@@ -142,3 +142,15 @@ def test_log_wandb_without_the_package_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("error: --log_wandb needs the wandb package")
     assert not any(tmp_path.iterdir())
+
+
+def test_seed_flag_names_are_aliases() -> None:
+    args = train_adaslot.build_parser().parse_args(
+        ["--model_save_path", "out", "--exp_id", "E", "--root", "/data/coco", "--train_workers", "3",
+         "--val_workers", "1", "--resize_to", "224", "224", "--encoder", "dino-vitb-16"])
+    assert (args.log_path, args.run_name, args.data_path, args.num_workers, args.val_workers, args.image_size,
+            args.which_encoder) == ("out", "E", "/data/coco", 3, 1, 224, "dino-vitb-16")
+    assert args.clip == 1.0 and not args.use_dinosaur_lr_schedule
+    # The project's own names still work.
+    args = train_adaslot.build_parser().parse_args(["--log_path", "o", "--image_size", "64", "--num_workers", "2"])
+    assert (args.log_path, args.image_size, args.num_workers) == ("o", 64, 2)
