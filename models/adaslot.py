@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models.decoders import MLPDecoder, mask_normalized
