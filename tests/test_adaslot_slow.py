@@ -7,8 +7,9 @@ weights can be downloaded here; its features carry colour, not semantics.
 Measured here (seed 0, 256 validation scenes, 13 min 48 s): stage 1's MLP-decoder masks collapse
 to about one segment within this budget (FG-ARI 6.0; slot-attention masks 20.9), so stage 2 has
 nothing to count with: Gumbel keep rule 4.33 of 7 slots kept, Pearson r(kept, objects) = -0.002
-(FG-ARI 3.6); the threshold rule keeps all 7 (every p_keep > 0.5; FG-ARI 5.1). The correlation check therefore ends as an expected failure (xfail, with r in
-the message) unless the model segments; the smoke check of spec pitfall 17 must always hold.
+(FG-ARI 3.6); the threshold rule keeps all 7 (every p_keep > 0.5; FG-ARI 5.1). The correlation
+check therefore ends as an expected failure (xfail, with r in the message) unless the model
+segments; the smoke check of spec pitfall 17 (1 <= mean kept < K_max) must always hold.
 """
 from __future__ import annotations
 
