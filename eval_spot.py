@@ -19,6 +19,7 @@ from datasets import build_dataset, limit
 from metrics import SegmentationMetrics
 from metrics.baselines import baseline_labels
 from models import build_model
+from models.adaslot import KEEP_RULES, AdaSlotConfig
 from models.spot import SPOTConfig, add_model_args, check_config
 from utils.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 from utils.cli import add_data_args, add_encoder_args, data_options, one_line_errors
@@ -31,8 +32,10 @@ from utils.visualize import save_mask_grid
 
 log = get_logger()
 TABLE_METRICS = ("fg_ari", "ari", "mbo_i", "mbo_c", "miou", "corloc")
+# Extra metrics of models that keep/drop slots per image (AdaSlot), printed when present.
+ADAPTIVE_METRICS = ("num_slots_kept", "precision", "recall", "f1", "ami", "nmi", "purity")
 # Flags that choose how to evaluate rather than what the model is.
-EVAL_CHOICES = {"eval_permutations"}
+EVAL_CHOICES = {"eval_permutations", "keep_rule"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,10 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--baselines", action="store_true", help="also score one-slot and fixed-grid baselines")
     parser.add_argument("--log_path", default=None, help="folder for metrics.json/masks.png (default: beside the checkpoint)")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--keep_rule", default=None, choices=KEEP_RULES,
+                        help="AdaSlot checkpoints: keep decisions by Gumbel sampling (the original; default) "
+                             "or p_keep > 0.5 (deterministic)")
     return parser
 
 
-def checked_config(args: argparse.Namespace, typed: set[str], checkpoint: dict) -> SPOTConfig:
+def checked_config(args: argparse.Namespace, typed: set[str], checkpoint: dict) -> SPOTConfig | AdaSlotConfig:
     """The checkpoint's model config with eval choices applied; typed model flags must agree."""
     stored = checkpoint["model_config"]
     for name in sorted(typed & set(stored) - EVAL_CHOICES):
@@ -63,6 +69,15 @@ def checked_config(args: argparse.Namespace, typed: set[str], checkpoint: dict) 
                 f"--{name} {getattr(args, name)} does not match the checkpoint ({stored[name]}); "
                 f"drop the flag or pass --{name} {stored[name]}"
             )
+    if checkpoint["method"] == "adaslot":
+        if "eval_permutations" in typed:
+            raise UserError("--eval_permutations applies to SPOT checkpoints; AdaSlot has an MLP decoder")
+        config = AdaSlotConfig(**stored)
+        if args.keep_rule is not None:
+            config = dataclasses.replace(config, keep_rule=args.keep_rule)
+        return config
+    if "keep_rule" in typed:
+        raise UserError("--keep_rule applies to AdaSlot checkpoints only")
     config = SPOTConfig(**stored)
     if "eval_permutations" in typed:
         config = dataclasses.replace(config, eval_permutations=args.eval_permutations)
@@ -77,8 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
     typed = explicit_flags(parser, argv)
     ckpt_path = resolve_checkpoint(args.checkpoint_path)
     checkpoint = load_checkpoint(ckpt_path)
-    if checkpoint["method"] != "spot":
-        raise UserError(f"{ckpt_path} is a {checkpoint['method']} checkpoint; eval_spot.py evaluates SPOT/DINOSAUR")
+    if checkpoint["method"] not in ("spot", "adaslot"):
+        raise UserError(f"{ckpt_path} is a {checkpoint['method']} checkpoint; eval_spot.py evaluates SPOT/DINOSAUR/AdaSlot")
     config = checked_config(args, typed, checkpoint)
     encoder = dict(checkpoint["encoder"])
     if args.encoder_weights:
@@ -87,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise UserError(f"--which_encoder {args.which_encoder} does not match the checkpoint ({encoder['name']})")
     seed_everything(args.seed)
     device = select_device(args.device)
-    model = build_model("spot", dataclasses.asdict(config), encoder)
+    model = build_model(checkpoint["method"], dataclasses.asdict(config), encoder)
     load_model_state(model, checkpoint["model"], source=str(ckpt_path))
     model.to(device)
 
@@ -101,6 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.baselines:
         rows.update(score_baselines(loader, config.num_slots))
     print_table(rows)
+    if "num_slots_kept" in result["metrics"]:
+        print_table({f"model (keep rule: {result['metrics']['keep_rule']})": result["metrics"]}, ADAPTIVE_METRICS)
 
     out_dir = Path(args.log_path) if args.log_path else ckpt_path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -110,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
         "step": checkpoint.get("step"),
         "dataset": args.dataset,
         "split": args.split,
-        "eval_permutations": config.eval_permutations,
+        "eval_permutations": getattr(config, "eval_permutations", None),
         "eval_protocol": args.eval_protocol,
         "seed": args.seed,
         **result["metrics"],
@@ -138,11 +155,12 @@ def score_baselines(loader, num_slots: int) -> dict[str, dict[str, float]]:
     return {f"baseline: {name}": meter.compute() for name, meter in meters.items()}
 
 
-def print_table(rows: dict[str, dict[str, float]]) -> None:
+def print_table(rows: dict[str, dict[str, float]], columns: tuple[str, ...] = TABLE_METRICS) -> None:
     width = max(len(name) for name in rows)
-    print(f"{'':{width}}  " + "  ".join(f"{m:>7}" for m in TABLE_METRICS))
+    widths = [max(7, len(m)) for m in columns]
+    print(f"{'':{width}}  " + "  ".join(f"{m:>{w}}" for m, w in zip(columns, widths)))
     for name, scores in rows.items():
-        cells = "  ".join(f"{scores.get(m, float('nan')):7.2f}" for m in TABLE_METRICS)
+        cells = "  ".join(f"{scores.get(m, float('nan')):{w}.2f}" for m, w in zip(columns, widths))
         print(f"{name:{width}}  {cells}")
 
 

@@ -16,9 +16,8 @@ import math
 
 import torch
 
-from datasets import build_dataset, limit
 from models.slate import SLATE, SLATEConfig, add_model_args, check_config
-from utils.cli import add_data_args, add_train_args, every_n_epochs, parse_train_args
+from utils.cli import add_data_args, add_train_args, build_datasets, every_n_epochs, parse_train_args
 from utils.errors import UserError, run_cli
 from utils.run import select_device
 from utils.schedules import SlateSchedule
@@ -62,9 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     check_config(config)
     device = select_device(args.device)
     model = SLATE(config).to(device)
-    train_set = build_dataset(args.dataset, "train", args.image_size, args.val_mask_size, args.data_path, args.train_samples, args.seed)
-    val_set = limit(build_dataset(args.dataset, "val", args.image_size, args.val_mask_size, args.data_path, args.val_samples, args.seed), args.val_samples)
-    train_set = limit(train_set, args.train_samples)
+    train_set, val_set = build_datasets(args, run_dir)
 
     # Two groups as in SLATE: every parameter of the dVAE, and the rest (main first: logged as "lr").
     dvae = [p for name, p in model.named_parameters() if name.startswith("dvae.")]

@@ -12,10 +12,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from datasets import build_dataset, limit
 from models import build_encoder_from_spec, encoder_fingerprint
 from models.spot import SPOT, SPOTConfig, add_model_args, check_config
-from utils.cli import add_data_args, add_encoder_args, add_train_args, data_options, encoder_spec, every_n_epochs, parse_train_args
+from utils.cli import add_data_args, add_encoder_args, add_train_args, build_datasets, encoder_spec, every_n_epochs, parse_train_args
 from utils.errors import run_cli
 from utils.run import select_device
 from utils.schedules import WarmupCosine, spot_warmup_steps
@@ -46,12 +45,6 @@ def main(argv: list[str] | None = None) -> dict:
     meta = {"method": "spot", "model_config": config.to_dict(), "encoder": enc, "args": vars(args)}
     return train(args, run_dir, checkpoint, model, meta, datasets)
 
-
-def build_datasets(args: argparse.Namespace, run_dir: Path) -> tuple[Dataset, Dataset]:
-    """The training and validation sets the flags ask for (layout errors surface here)."""
-    train_set = build_dataset(args.dataset, "train", args.image_size, args.val_mask_size, args.data_path, args.train_samples, args.data_seed, **data_options(args, run_dir))
-    val_set = limit(build_dataset(args.dataset, "val", args.image_size, args.val_mask_size, args.data_path, args.val_samples, args.data_seed, **data_options(args)), args.val_samples)
-    return limit(train_set, args.train_samples), val_set
 
 
 def train(args: argparse.Namespace, run_dir: Path, checkpoint: dict | None, model: torch.nn.Module, meta: dict,

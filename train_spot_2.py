@@ -20,7 +20,7 @@ from models.slot_attention import INIT_METHODS, TRUNCATIONS
 from models.spot import PERMUTATION_MODES
 from models.spot_self_training import build_student, load_teacher, teacher_fingerprint
 from utils.checkpoint import load_checkpoint, resolve_checkpoint
-from utils.cli import parse_train_args
+from utils.cli import build_datasets, parse_train_args
 from utils.errors import UserError, run_cli
 
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     fresh = not (early.resume or early.checkpoint_path)
     loaded = teacher_from(early) if fresh else None  # a bad teacher stops before the run folder exists
     args, run_dir, checkpoint = parse_train_args(parser, argv)
-    datasets = train_spot.build_datasets(args, run_dir)
+    datasets = build_datasets(args, run_dir)
     teacher, spec, record = loaded or teacher_from(args)
     if checkpoint is not None and checkpoint.get("teacher", {}).get("fingerprint") != record["fingerprint"]:
         raise UserError(f"the teacher checkpoint {record['checkpoint']} is not the one this run started with; "

@@ -9,7 +9,7 @@ from utils.errors import UserError
 
 # Every method that build_model can rebuild (add a name here with its branch below); tools such as
 # predict.py derive what they accept from this tuple.
-METHODS: tuple[str, ...] = ("spot", "slate")
+METHODS: tuple[str, ...] = ("spot", "slate", "adaslot")
 
 
 def encoder_fingerprint(encoder: nn.Module) -> float:
@@ -56,4 +56,8 @@ def build_model(method: str, model_config: dict[str, Any], encoder_spec: dict[st
         from models.slate import SLATE, SLATEConfig
 
         return SLATE(SLATEConfig(**model_config))
+    if method == "adaslot":
+        from models.adaslot import AdaSlot, AdaSlotConfig
+
+        return AdaSlot(build_encoder_from_spec(encoder_spec), AdaSlotConfig(**model_config))
     raise UserError(f"checkpoint of method {method!r} cannot be built by this version of the code")

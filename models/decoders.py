@@ -19,7 +19,23 @@ from torch import nn
 
 from models.permutations import inverse_ordering
 
-__all__ = ["MLPDecoder", "AutoregressiveDecoder"]
+__all__ = ["MLPDecoder", "AutoregressiveDecoder", "mask_normalized"]
+
+# AdaSlot's epsilon in the renormalisation over kept slots (spec/adaslot.md section 1.4).
+KEEP_RENORM_EPS: float = 1e-5
+
+
+def mask_normalized(alpha: torch.Tensor, keep: torch.Tensor, eps: float = KEEP_RENORM_EPS) -> torch.Tensor:
+    """AdaSlot's ``mask_normalized`` alphas: ``a_k z_k / (sum_j a_j z_j + eps)``.
+
+    ``alpha`` [B, K, ...] is already normalised over slots (softmax over *all* K slots first),
+    ``keep`` [B, K] is the 0/1 keep decision (straight-through: its gradient reaches the
+    selector through numerator and denominator). Dropped slots get exactly 0. If every slot
+    of an image is dropped, every alpha is 0 (no NaN, thanks to ``eps``).
+    """
+    keep = keep.to(alpha.dtype).view(*keep.shape, *([1] * (alpha.dim() - keep.dim())))
+    kept = alpha * keep
+    return kept / (kept.sum(dim=1, keepdim=True) + eps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,16 +100,20 @@ class MLPDecoder(nn.Module):
             if isinstance(m, nn.Linear):  # PyTorch default weights, zero biases
                 nn.init.zeros_(m.bias)
 
-    def forward(self, slots: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, slots: torch.Tensor, slot_keep: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Decode slots into patch features.
 
         Args:
             slots: ``[B, K, Ds]``.
+            slot_keep: optional ``[B, K]`` 0/1 keep decisions (AdaSlot): alphas are then
+                renormalised over the kept slots with :func:`mask_normalized`, so dropped slots
+                contribute nothing to the reconstruction and have all-zero masks.
 
         Returns:
             dict with
               * ``reconstruction``: ``[B, N, D]`` (float32),
-              * ``masks``: ``[B, K, N]`` alpha weights, summing to 1 over ``K`` (float32),
+              * ``masks``: ``[B, K, N]`` alpha weights, summing to 1 over ``K`` (float32; with
+                ``slot_keep``: to ``S / (S + 1e-5)`` over the kept slots, S their softmax mass),
               * ``slot_reconstructions``: ``[B, K, N, D]`` per-slot features ``x_k``.
         """
         B, K, _ = slots.shape
@@ -102,6 +122,8 @@ class MLPDecoder(nn.Module):
         out = self.mlp(x)  # [B, K, N, D + 1]
         feats, logits = out.split([self.feature_dim, 1], dim=-1)
         alpha = torch.softmax(logits.float(), dim=1)  # [B, K, N, 1], over slots
+        if slot_keep is not None:
+            alpha = mask_normalized(alpha, slot_keep.float())
         recon = (alpha * feats.float()).sum(dim=1)  # [B, N, D]
         return {
             "reconstruction": recon,

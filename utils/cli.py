@@ -72,6 +72,23 @@ def data_options(args: argparse.Namespace, run_dir: Path | None = None) -> dict[
     }
 
 
+def build_datasets(args: argparse.Namespace, run_dir: Path | None) -> tuple[Any, Any]:
+    """(training set, validation set) that the data flags ask for; layout errors surface here.
+
+    Every training script calls this before building its model, so a wrong ``--data_path``
+    stops the run before any weights are loaded. ``--data_seed`` picks the synthetic scenes and
+    the MOVi frame sampling, so seed sweeps can share one validation set.
+    """
+    from datasets import build_dataset, limit
+
+    seed = getattr(args, "data_seed", None)
+    seed = args.seed if seed is None else seed
+    common = (args.image_size, args.val_mask_size, args.data_path)
+    train_set = build_dataset(args.dataset, "train", *common, args.train_samples, seed, **data_options(args, run_dir))
+    val_set = build_dataset(args.dataset, "val", *common, args.val_samples, seed, **data_options(args))
+    return limit(train_set, args.train_samples), limit(val_set, args.val_samples)
+
+
 def add_encoder_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("encoder")
     group.add_argument("--which_encoder", "--encoder", dest="which_encoder", default="dino_vitb16",
@@ -247,3 +264,29 @@ def encoder_spec(args: argparse.Namespace) -> dict[str, Any]:
 def every_n_epochs(fraction: float, epochs: int) -> int:
     """SPOT's ``int(epochs * fraction)`` visualisation period, never zero (SPOT crashes on < 5 epochs)."""
     return max(1, int(epochs * fraction))
+
+
+def add_flag_aliases(parser: argparse.ArgumentParser, aliases: dict[str, str]) -> None:
+    """Let other projects' flag names (``--root``) set this project's flags (``data_path``).
+
+    ``aliases`` maps an alias (with dashes) to the ``dest`` of an existing flag; the alias then
+    behaves exactly like that flag (same type, help, resume checks) and is shown in ``--help``.
+    """
+    by_dest = {action.dest: action for action in parser._actions}  # noqa: SLF001 - no public accessor
+    for alias, dest in aliases.items():
+        if alias in parser._option_string_actions:  # noqa: SLF001
+            raise ValueError(f"flag {alias} already exists")
+        action = by_dest[dest]
+        action.option_strings.append(alias)
+        parser._option_string_actions[alias] = action  # noqa: SLF001
+
+
+class ResizeTo(argparse.Action):
+    """``--resize_to H W`` (or one value) of other projects' commands: sets the square image size."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if not 1 <= len(values) <= 2 or len(set(values)) != 1:
+            raise UserError(f"{option_string} {' '.join(map(str, values))}: only square images are supported; "
+                            "pass one size, e.g. --resize_to 224 224")
+        setattr(namespace, self.dest, values[0])

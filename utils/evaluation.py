@@ -10,6 +10,7 @@ from tqdm import tqdm
 from metrics import SegmentationMetrics, masks_to_labels
 from utils import distributed
 from utils.errors import UserError
+from metrics.adaptive import AdaptiveSlotMetrics
 
 
 def move_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -47,6 +48,11 @@ def evaluate(
     ranks, so every rank returns the metrics of the whole dataset. Loaders with any other
     sampler are never reduced (every rank would otherwise count the full set once more).
 
+    Models that decide per-slot keep/drop (``slot_keep`` in their output, e.g. AdaSlot) also get
+    :class:`metrics.adaptive.AdaptiveSlotMetrics` on the primary masks (kept slots only):
+    pair-counting precision/recall/F1, AMI, NMI, purity, kept slots per image, and ``keep_rule``
+    (how the keep decisions were made, e.g. ``gumbel`` sampling or ``threshold``).
+
     Returns ``{"metrics": {...}, "examples": {...}}`` where examples hold the first images and
     their label maps for visualisation (of this rank's shard).
     """
@@ -55,6 +61,8 @@ def evaluate(
     meters: dict[str, SegmentationMetrics] = {}
     mse_sum, loss_sum, num_images = 0.0, 0.0, 0
     examples: dict[str, torch.Tensor] = {}
+    adaptive: AdaptiveSlotMetrics | None = None
+    keep_rule = None
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
@@ -75,9 +83,14 @@ def evaluate(
                 meter = meters.setdefault(source, SegmentationMetrics())
                 meter.update(labels, gt, batch.get("mask_class"), batch.get("mask_ignore"))
                 _keep(examples, source, labels, keep_examples)
+                if source == primary_masks and "slot_keep" in out:
+                    adaptive = adaptive or AdaptiveSlotMetrics()
+                    adaptive.update(labels, gt, batch.get("mask_ignore"), out["slot_keep"], out.get("slot_keep_prob"))
+                    keep_rule = out.get("keep_rule")
     model.train(was_training)
     if isinstance(getattr(loader, "sampler", None), distributed.ShardSampler) and distributed.world_size() > 1:
-        (mse_sum, loss_sum), num_images, meters = _merge_over_ranks((mse_sum, loss_sum), num_images, meters)
+        (mse_sum, loss_sum), num_images, meters, adaptive = _merge_over_ranks(
+            (mse_sum, loss_sum), num_images, meters, adaptive)
     results: dict[str, Any] = {
         "mse": mse_sum / max(num_images, 1),
         "loss": loss_sum / max(num_images, 1),  # monitored by plateau LR decay (SLATE)
@@ -86,20 +99,29 @@ def evaluate(
     for source, meter in meters.items():
         suffix = "" if source == primary_masks else f"_{source}"
         results.update({f"{name}{suffix}": value for name, value in meter.compute().items()})
+    if adaptive is not None:
+        results.update(adaptive.compute(), keep_rule=keep_rule)
     return {"metrics": results, "examples": examples}
 
 
 def _merge_over_ranks(
-    sums: tuple[float, ...], num_images: int, meters: dict[str, SegmentationMetrics]
-) -> tuple[tuple[float, ...], int, dict[str, SegmentationMetrics]]:
+    sums: tuple[float, ...],
+    num_images: int,
+    meters: dict[str, SegmentationMetrics],
+    adaptive: AdaptiveSlotMetrics | None,
+) -> tuple[tuple[float, ...], int, dict[str, SegmentationMetrics], AdaptiveSlotMetrics | None]:
     """Add every rank's sums and counts (a rank with an empty shard contributes nothing)."""
-    gathered = distributed.all_gather_objects((sums, num_images, meters))
+    gathered = distributed.all_gather_objects((sums, num_images, meters, adaptive))
     totals, total_images = [0.0] * len(sums), 0
     merged: dict[str, SegmentationMetrics] = {}
-    for rank_sums, rank_images, rank_meters in gathered:
+    merged_adaptive: AdaptiveSlotMetrics | None = None
+    for rank_sums, rank_images, rank_meters, rank_adaptive in gathered:
+        if rank_adaptive is not None:
+            merged_adaptive = merged_adaptive or AdaptiveSlotMetrics()
+            merged_adaptive.merge(rank_adaptive)
         totals = [t + r for t, r in zip(totals, rank_sums)]
         total_images += rank_images
         for source, meter in rank_meters.items():
             merged.setdefault(source, SegmentationMetrics(meter.names)).merge(meter)
     # Keep the rank-0 order of mask sources (dicts preserve insertion order).
-    return tuple(totals), total_images, merged
+    return tuple(totals), total_images, merged, merged_adaptive

@@ -80,3 +80,25 @@ def truncate_metrics_jsonl(run_dir: Path, step: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)
+
+
+def check_wandb() -> None:
+    """Raise ``UserError`` (before any run folder exists) when the ``wandb`` package is missing."""
+    import importlib.util
+
+    from utils.errors import UserError
+
+    if importlib.util.find_spec("wandb") is None:
+        raise UserError("--log_wandb needs the wandb package (pip install wandb, then wandb login); "
+                        "drop the flag to log to TensorBoard only")
+
+
+def start_wandb(run_dir: Path, config: dict[str, Any], project: str, name: str | None, notes: str | None) -> Any:
+    """Mirror this run's TensorBoard scalars and images to Weights & Biases; returns the wandb run.
+
+    Must be called before the TensorBoard writer is created (``sync_tensorboard`` patches it).
+    """
+    check_wandb()
+    import wandb
+
+    return wandb.init(project=project, name=name, notes=notes, dir=str(run_dir), config=config, sync_tensorboard=True)

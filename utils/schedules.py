@@ -102,3 +102,25 @@ class SlateSchedule:
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.factor, self.best, self.stagnant = float(state["factor"]), float(state["best"]), int(state["stagnant"])
+
+
+class ExponentialDecayWarmup:
+    """Linear warm-up and exponential decay (halving every ``half_life`` steps), per step.
+
+    ``decay_during_warmup=True`` is AdaSlot's ``exp_decay_with_warmup_fn``:
+    ``lr(s) = base * min(1, s / W) * 0.5 ** (s / H)`` (the decay counts from step 0).
+    ``False`` is DINOSAUR's (OCLF ``exponential_decay_after_optional_warmup``):
+    ``base * s / W`` for ``s < W``, then ``base * 0.5 ** ((s - W) / H)``.
+    Both give 0 at step 0 (spec/adaslot.md section 2.3).
+    """
+
+    def __init__(self, base_lr: float, warmup_steps: int, half_life: int, decay_during_warmup: bool = True) -> None:
+        if half_life <= 0:
+            raise ValueError(f"half_life must be positive, got {half_life}")
+        self.base_lr, self.warmup_steps, self.half_life = base_lr, warmup_steps, half_life
+        self.decay_during_warmup = decay_during_warmup
+
+    def __call__(self, step: int) -> float:
+        warm = min(1.0, step / self.warmup_steps) if self.warmup_steps > 0 else 1.0
+        decay_steps = step if self.decay_during_warmup else max(step - self.warmup_steps, 0)
+        return self.base_lr * warm * 0.5 ** (decay_steps / self.half_life)

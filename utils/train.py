@@ -104,6 +104,8 @@ class TrainConfig:
     max_steps: int | None = None  # stop (and checkpoint) early, e.g. to test resume
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch only
     primary_masks: str = "decoder"
+    total_steps: int | None = None  # step-based methods: train exactly this many steps (last epoch partial)
+    eval_num_workers: int | None = None  # DataLoader workers for evaluation (default: num_workers)
     # None: taken from the run's flags (checkpoint_meta["args"]: --timeout, --skip_nonfinite), so
     # entry scripts that do not set them still honour the shared flags.
     timeout: float | None = None  # seconds of training before a clean stop with a checkpoint
@@ -194,7 +196,7 @@ class Trainer:
                 f"the training set has {len(train_set)} samples, fewer than one batch of {self.global_batch}{per}; "
                 "lower --batch_size"
             )
-        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.total_steps = cfg.total_steps or cfg.epochs * self.steps_per_epoch
         self.step = 0
         self.skipped_steps = 0
         self.resumed = False
@@ -260,7 +262,8 @@ class Trainer:
         # Under DDP each rank scores its shard of the validation set and the metric sums and
         # counts are added over ranks (in ``evaluate``): every sample counts exactly once.
         sampler = distributed.ShardSampler(len(self.val_set)) if self.world_size > 1 else None
-        loader = make_loader(self.val_set, self.cfg.eval_batch_size, self.cfg.num_workers, sampler, self.cfg.seed, False)
+        workers = self.cfg.num_workers if self.cfg.eval_num_workers is None else self.cfg.eval_num_workers
+        loader = make_loader(self.val_set, self.cfg.eval_batch_size, workers, sampler, self.cfg.seed, False)
         result = evaluate(self.model, loader, self.device, seed=self.cfg.seed, primary_masks=self.cfg.primary_masks)
         metrics = result["metrics"]
         epoch = self.step // self.steps_per_epoch
@@ -354,10 +357,10 @@ class Trainer:
                                 and self.step % self.steps_per_epoch:
                             self.save()
                     bar.close()
-                    epoch_done = self.step % self.steps_per_epoch == 0
+                    last = self.step == self.total_steps
+                    epoch_done = self.step % self.steps_per_epoch == 0 or last  # a step budget may end mid-epoch
                     epochs_done = self.step // self.steps_per_epoch
                     if epoch_done and self.val_set is not None:
-                        last = self.step == self.total_steps
                         if last or epochs_done % cfg.eval_every == 0:
                             record = self.evaluate(visualize=last or epochs_done % cfg.viz_every == 0)
                             if hasattr(self.lr_schedule, "observe"):
