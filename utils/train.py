@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -67,6 +68,8 @@ class TrainConfig:
     max_steps: int | None = None  # stop (and checkpoint) early, e.g. to test resume
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch only
     primary_masks: str = "decoder"
+    amp: bool = False  # float16 autocast + GradScaler (CUDA only; ignored on the CPU)
+    keep_every_epochs: int = 0  # also keep ckpt_epoch_{E}.pth every N epochs and at the end; 0 = never
 
 
 def capture_rng() -> dict[str, Any]:
@@ -102,6 +105,16 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: Sa
     )
 
 
+def keep_copy(source: Path, target: Path) -> None:
+    """Keep the current checkpoint under another name: a hard link (the checkpoint is replaced by
+    rename, so the link keeps the old content), or a copy where links are not supported."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 class Trainer:
     """Runs ``model`` on ``train_set`` for ``cfg.epochs`` epochs, writing into ``run_dir``.
 
@@ -133,6 +146,8 @@ class Trainer:
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.step = 0
         self.last_metrics: dict[str, Any] = {}
+        self.use_amp = cfg.amp and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
 
     # --- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -144,6 +159,7 @@ class Trainer:
             "epoch": self.step // self.steps_per_epoch,
             "rng": capture_rng(),
             "last_metrics": self.last_metrics,
+            **({"scaler": self.scaler.state_dict()} if self.use_amp else {}),
         }
 
     def save(self) -> Path:
@@ -157,6 +173,8 @@ class Trainer:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.step = int(checkpoint["step"])
         self.last_metrics = checkpoint.get("last_metrics", {})
+        if self.use_amp and "scaler" in checkpoint:
+            self.scaler.load_state_dict(checkpoint["scaler"])
         restore_rng(checkpoint["rng"])
 
     # --- evaluation ----------------------------------------------------------------------------
@@ -224,7 +242,11 @@ class Trainer:
                     last = self.step == self.total_steps
                     if last or epochs_done % cfg.eval_every == 0:
                         self.evaluate(visualize=last or epochs_done % cfg.viz_every == 0)
-                self.save()
+                path = self.save()
+                if epoch_done and cfg.keep_every_epochs and (
+                    epochs_done % cfg.keep_every_epochs == 0 or self.step == self.total_steps
+                ):
+                    keep_copy(path, self.run_dir / f"ckpt_epoch_{epochs_done}.pth")
         finally:
             self.logger.close()
         if self.step == self.total_steps and self.last_metrics:
@@ -236,18 +258,21 @@ class Trainer:
         lr = self.lr_schedule(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        out = self.model(batch)
-        loss = out["loss"]
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
+            out = self.model(batch)
+        loss = out["loss"].float()
         if not torch.isfinite(loss):
             raise UserError(
                 f"the loss became {loss.item()} at step {self.step}; the last good checkpoint in "
                 f"{self.run_dir} is untouched. Lower --lr_main or --clip, or check the data"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # clip and step on true gradients (no-op without AMP)
         params = [p for p in self.model.parameters() if p.grad is not None]
         total_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.clip, norm_type=self.cfg.clip_norm_type)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.step += 1
         terms = {k: float(v) for k, v in out["losses"].items()}
         return {"loss": float(loss.detach()), **terms, "lr": lr, "grad_norm": float(total_norm)}
