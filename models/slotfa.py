@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
+from datasets.two_view import IMAGENET_MEAN, IMAGENET_STD
 from models.resnet import ResNet, load_torchvision_weights
 
 METHOD_NAMES: tuple[str, ...] = ("slotcon", "slotfa")
@@ -339,8 +340,11 @@ class SlotCon(nn.Module):
 
     @torch.no_grad()
     def predict(self, image: torch.Tensor) -> dict[str, Any]:
-        """Teacher inference: prototype assignment masks, dots, normalised pixel features, pooled C5."""
-        trunk = self.encoder_k(image)
+        """Teacher inference on [0, 1] images (the project's contract; normalised here like the training views):
+        prototype assignment masks, dots, normalised pixel features and the average-pooled C5 features."""
+        mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        trunk = self.encoder_k((image - mean) / std)
         feats = self.projector_k(trunk)
         _, dots = self.grouping_k(feats)
         probs = F.softmax(dots.float() / self.config.teacher_temp, dim=1)

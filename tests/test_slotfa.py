@@ -2,17 +2,20 @@
 transfer exports and the command line on shapes (tiny ResNet, 64 px)."""
 from __future__ import annotations
 
-import math
+import json
 import pickle
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 import datasets.two_view as two_view
+import eval_slotfa
 import train_slotfa
 from datasets.two_view import intersection, overlap_fraction, sample_crop_pair, view_box
 from models.resnet import ResNet, detectron2_key, teacher_backbone, to_detectron2, to_torchvision
@@ -22,6 +25,7 @@ from models.slotfa import (SlotCon, SlotConConfig, align_maps, contrastive_targe
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
 from utils.lars import LARS
+from utils.probe import knn_accuracy, linear_probe_accuracy, prototype_scores
 from utils.schedules import WarmupCosineFrom
 
 REPO = Path(__file__).resolve().parents[1]
@@ -218,6 +222,26 @@ def test_slotcon_forward_updates_teacher_and_center() -> None:
     assert out["masks"]["prototypes"].shape == (4, 6, 2, 2)
 
 
+# --- frozen-feature evaluation ------------------------------------------------------------------------
+def test_probes_on_separable_features() -> None:
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 4.0]])
+    y = torch.arange(3).repeat(20)
+    x = centres[y] + 0.5 * torch.randn(60, 3, generator=g)
+    assert knn_accuracy(x[:45], y[:45], x[45:], y[45:], k=5) == 100.0
+    train_acc, test_acc = linear_probe_accuracy(x[:45], y[:45], x[45:], y[45:], epochs=100)
+    assert train_acc == 100.0 and test_acc == 100.0
+    flipped = (y[45:] + 1) % 3  # wrong labels score 0
+    assert knn_accuracy(x[:45], y[:45], x[45:], flipped, k=5) == 0.0
+
+
+def test_prototype_scores_average_over_claimed_pixels() -> None:
+    dots = torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]], [[0.0, 0.0]]]])  # [1, 3 prototypes, 1, 2]
+    scores = prototype_scores(dots)[0]
+    assert scores[0].item() == pytest.approx(0.9, abs=1e-5) and scores[1].item() == pytest.approx(0.8, abs=1e-5)
+    assert scores[2].item() == pytest.approx(0.0, abs=1e-5)  # wins nothing: about its plain mean
+
+
 # --- transfer -----------------------------------------------------------------------------------------------
 def test_detectron2_key_renames() -> None:
     cases = {
@@ -284,6 +308,25 @@ def test_cli_train_resume_and_export(tmp_path: Path) -> None:
     assert (payload["model"]["stem.conv1.weight"] == teacher["conv1.weight"].numpy()).all()
     backbone = ResNet("tiny_resnet50")
     backbone.load_state_dict(torch.load(tv, weights_only=True))  # strict by default
+
+    # Evaluation without detectron2: probes on a labelled class-folder set, prototype pictures.
+    for split, count in (("train", 6), ("val", 4)):
+        for label, colour in enumerate(((200, 30, 30), (30, 30, 200))):
+            folder = tmp_path / "labelled" / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                noise = np.random.default_rng(i + 10 * label).integers(0, 50, (40, 40, 3))
+                Image.fromarray((noise + colour).clip(0, 255).astype(np.uint8)).save(folder / f"{i}.png")
+    record = eval_slotfa.main(["probe", "--checkpoint", str(run), "--train-dir", str(tmp_path / "labelled" / "train"),
+                               "--val-dir", str(tmp_path / "labelled" / "val"), "--k", "3", "--probe-epochs", "20"])
+    assert 0 <= record["knn_top1"] <= 100 and 0 <= record["linear_top1"] <= 100 and record["classes"] == 2
+    assert json.loads((run / "probe.json").read_text()) == record
+    out_dir = eval_slotfa.main(["viz", "--checkpoint", str(run / "ckpt_epoch_2.pth"), "--num-images", "6", "--topk", "3",
+                                "--idxs", "0", "5"])
+    assert Image.open(out_dir / "slots.png").size == (2 * 66 + 2, 3 * 66 + 2)
+    assert (out_dir / "prototype_0005.png").is_file()
+    with pytest.raises(UserError, match="--idxs"):
+        eval_slotfa.main(["viz", "--checkpoint", str(run), "--num-images", "4", "--idxs", "8"])
 
 
 def test_cli_slotfa_and_bad_input(tmp_path: Path) -> None:
