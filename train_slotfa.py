@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 import torch
@@ -114,6 +115,10 @@ def main(argv: list[str] | None = None) -> dict:
     check_args(parser.parse_args(argv))  # before a run folder exists
     args, run_dir, checkpoint = parse_train_args(parser, argv)
     ranks = world_size()
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and ranks != launched:  # never let N processes train N unsynchronised copies
+        raise UserError(f"launched with WORLD_SIZE={launched} but no process group is set up; "
+                        "run single-process (python train_slotfa.py) until the DDP trainer is merged")
     per_rank = args.batch_size // ranks
     if per_rank < 2:
         raise UserError(f"--batch-size {args.batch_size} gives {per_rank} images per process; BatchNorm needs >= 2")

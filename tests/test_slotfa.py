@@ -18,7 +18,8 @@ import datasets.two_view as two_view
 import eval_slotfa
 import train_slotfa
 from datasets.two_view import intersection, overlap_fraction, sample_crop_pair, view_box
-from models.resnet import ResNet, detectron2_key, teacher_backbone, to_detectron2, to_torchvision
+from models.resnet import (ResNet, detectron2_key, load_pretrain_state, load_torchvision_weights, teacher_backbone,
+                           to_detectron2, to_torchvision)
 from models.slotfa import (SlotCon, SlotConConfig, align_maps, contrastive_targets, momentum_at,
                            self_distillation, slot_contrastive_loss, slot_feature_augment, slot_presence,
                            updated_center)
@@ -266,13 +267,33 @@ def test_detectron2_key_renames() -> None:
         teacher_backbone({"encoder_q.conv1.weight": torch.ones(1)})
 
 
-def test_resnet_names_match_torchvision() -> None:
+def test_resnet_names_match_torchvision(tmp_path: Path) -> None:
     from torchvision.models import resnet18
 
     ours = ResNet("resnet18").state_dict()
-    theirs = {k: v for k, v in resnet18().state_dict().items() if not k.startswith("fc.")}
+    full = resnet18().state_dict()
+    theirs = {k: v for k, v in full.items() if not k.startswith("fc.")}
     assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
     assert set(to_torchvision(ours)) == set(theirs)
+    torch.save(full, tmp_path / "r18.pth")  # --pretrained_weights: torchvision file, fc dropped, strict
+    model = ResNet("resnet18")
+    load_torchvision_weights(model, tmp_path / "r18.pth")
+    assert torch.equal(model.layer3[1].conv2.weight, full["layer3.1.conv2.weight"])
+    with pytest.raises(UserError, match="--arch"):
+        load_torchvision_weights(ResNet("tiny_resnet50"), tmp_path / "r18.pth")
+
+
+def test_upstream_checkpoint_with_namespace_converts(tmp_path: Path) -> None:
+    import argparse
+
+    state = {f"module.encoder_k.{k}": v for k, v in ResNet("tiny_resnet50").state_dict().items()}
+    state["module.encoder_q.conv1.weight"] = torch.zeros(1)
+    torch.save({"args": argparse.Namespace(arch="resnet50"), "model": state, "epoch": 800}, tmp_path / "up.pth")
+    backbone = teacher_backbone(load_pretrain_state(tmp_path / "up.pth"))  # needs weights_only=False
+    ResNet("tiny_resnet50").load_state_dict(to_torchvision(backbone))
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="unreadable"):
+        load_pretrain_state(tmp_path / "junk.pth")
 
 
 # --- command line on shapes -------------------------------------------------------------------------------
