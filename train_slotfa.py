@@ -29,59 +29,64 @@ from utils.schedules import WarmupCosineFrom
 from utils.train import Trainer, TrainConfig
 
 
+def flag(name: str) -> list[str]:
+    """Upstream's hyphenated flag plus the project's underscore spelling (``--batch-size``, ``--batch_size``)."""
+    return [name, "--" + name[2:].replace("-", "_")]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", default="slotfa", choices=METHOD_NAMES)
     p.add_argument("--dataset", default="shapes", choices=PRETRAIN_DATASETS)
-    p.add_argument("--data-dir", dest="data_dir", default="./data", help="dataset root (unused for shapes)")
-    p.add_argument("--image-size", dest="image_size", type=int, default=224)
-    p.add_argument("--min-scale", dest="min_scale", type=float, default=0.08)
-    p.add_argument("--train-samples", dest="train_samples", type=int, default=None, help="use the first N images")
+    p.add_argument(*flag("--data-dir"), dest="data_dir", default="./data", help="dataset root (unused for shapes)")
+    p.add_argument(*flag("--image-size"), dest="image_size", type=int, default=224)
+    p.add_argument(*flag("--min-scale"), dest="min_scale", type=float, default=0.08)
+    p.add_argument(*flag("--train-samples"), dest="train_samples", type=int, default=None, help="use the first N images")
     p.add_argument("--arch", default="resnet50", choices=tuple(ARCHS))
     p.add_argument("--pretrained_weights", "--pretrained-weights", dest="pretrained_weights", default=None,
                    help="torchvision ResNet state dict to start the student (and teacher) from")
-    p.add_argument("--dim-hidden", dest="dim_hidden", type=int, default=4096)
-    p.add_argument("--dim-out", dest="dim_out", type=int, default=256)
-    p.add_argument("--num-prototypes", dest="num_prototypes", type=int, default=256)
-    p.add_argument("--teacher-momentum", dest="teacher_momentum", type=float, default=0.99)
-    p.add_argument("--teacher-temp", dest="teacher_temp", type=float, default=0.07)
-    p.add_argument("--student-temp", dest="student_temp", type=float, default=0.1)
-    p.add_argument("--center-momentum", dest="center_momentum", type=float, default=0.9)
-    p.add_argument("--group-loss-weight", dest="group_loss_weight", type=float, default=0.5)
-    p.add_argument("--fa-sigma1", dest="fa_sigma1", type=float, default=1.0, help="SlotFA: std of alpha ~ N(1, s)")
-    p.add_argument("--fa-sigma2", dest="fa_sigma2", type=float, default=1.0, help="SlotFA: std of beta ~ N(0, s)")
-    p.add_argument("--fa-grad", dest="fa_grad", default="backbone", choices=FA_GRAD_MODES,
+    p.add_argument(*flag("--dim-hidden"), dest="dim_hidden", type=int, default=4096)
+    p.add_argument(*flag("--dim-out"), dest="dim_out", type=int, default=256)
+    p.add_argument(*flag("--num-prototypes"), dest="num_prototypes", type=int, default=256)
+    p.add_argument(*flag("--teacher-momentum"), dest="teacher_momentum", type=float, default=0.99)
+    p.add_argument(*flag("--teacher-temp"), dest="teacher_temp", type=float, default=0.07)
+    p.add_argument(*flag("--student-temp"), dest="student_temp", type=float, default=0.1)
+    p.add_argument(*flag("--center-momentum"), dest="center_momentum", type=float, default=0.9)
+    p.add_argument(*flag("--group-loss-weight"), dest="group_loss_weight", type=float, default=0.5)
+    p.add_argument(*flag("--fa-sigma1"), dest="fa_sigma1", type=float, default=1.0, help="SlotFA: std of alpha ~ N(1, s)")
+    p.add_argument(*flag("--fa-sigma2"), dest="fa_sigma2", type=float, default=1.0, help="SlotFA: std of beta ~ N(0, s)")
+    p.add_argument(*flag("--fa-grad"), dest="fa_grad", default="backbone", choices=FA_GRAD_MODES,
                    help="SlotFA: backbone = the augmented loss trains projector+encoder (paper figure); "
                         "none = no gradient, as the released code")
-    p.add_argument("--fa-weight", dest="fa_weight", type=float, default=1.0, help="SlotFA: weight of L_group-aug")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=512, help="GLOBAL batch size")
-    p.add_argument("--base-lr", dest="base_lr", type=float, default=1.0, help="LR per 256 images")
+    p.add_argument(*flag("--fa-weight"), dest="fa_weight", type=float, default=1.0, help="SlotFA: weight of L_group-aug")
+    p.add_argument(*flag("--batch-size"), dest="batch_size", type=int, default=512, help="GLOBAL batch size")
+    p.add_argument(*flag("--base-lr"), dest="base_lr", type=float, default=1.0, help="LR per 256 images")
     p.add_argument("--optimizer", default="sgd", choices=("sgd", "lars"))
-    p.add_argument("--warmup-epoch", dest="warmup_epoch", type=int, default=5)
-    p.add_argument("--warmup-multiplier", dest="warmup_multiplier", type=float, default=100)
-    p.add_argument("--weight-decay", dest="weight_decay", type=float, default=1e-5)
+    p.add_argument(*flag("--warmup-epoch"), dest="warmup_epoch", type=int, default=5)
+    p.add_argument(*flag("--warmup-multiplier"), dest="warmup_multiplier", type=float, default=100)
+    p.add_argument(*flag("--weight-decay"), dest="weight_decay", type=float, default=1e-5)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--fp16", action="store_true", default=True, help="mixed precision on CUDA (default on)")
-    p.add_argument("--no-fp16", dest="fp16", action="store_false", help="train in float32")
-    p.add_argument("--start-epoch", dest="start_epoch", type=int, default=1, help="must be 1; resume sets the epoch")
+    p.add_argument(*flag("--no-fp16"), dest="fp16", action="store_false", help="train in float32")
+    p.add_argument(*flag("--start-epoch"), dest="start_epoch", type=int, default=1, help="must be 1; resume sets the epoch")
     p.add_argument("--epochs", type=int, default=800)
-    p.add_argument("--output-dir", "--log_path", dest="log_path", default="./output",
+    p.add_argument(*flag("--output-dir"), "--log_path", dest="log_path", default="./output",
                    help="parent of the timestamped run folder")
-    p.add_argument("--run-name", dest="run_name", default=None, help="suffix of the run folder name")
-    p.add_argument("--auto-resume", dest="auto_resume", action="store_true",
+    p.add_argument(*flag("--run-name"), dest="run_name", default=None, help="suffix of the run folder name")
+    p.add_argument(*flag("--auto-resume"), dest="auto_resume", action="store_true",
                    help="resume the newest run folder under --output-dir that holds a checkpoint")
     p.add_argument("--resume", default="", help="run folder or checkpoint file to resume")
-    p.add_argument("--print-freq", dest="print_freq", type=int, default=10, help="log every N steps")
-    p.add_argument("--save-freq", dest="save_freq", type=int, default=50, help="keep ckpt_epoch_{E}.pth every N epochs")
+    p.add_argument(*flag("--print-freq"), dest="print_freq", type=int, default=10, help="log every N steps")
+    p.add_argument(*flag("--save-freq"), dest="save_freq", type=int, default=50, help="keep ckpt_epoch_{E}.pth every N epochs")
     p.add_argument("--seed", type=int, default=None, help="default: a random seed, recorded in args.yaml")
-    p.add_argument("--num-workers", dest="num_workers", type=int, default=8, help="DataLoader workers per process")
-    p.add_argument("--max-steps", dest="max_steps", type=int, default=None, help="stop (with a checkpoint) after N steps")
-    p.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=0, help="also checkpoint every N steps")
+    p.add_argument(*flag("--num-workers"), dest="num_workers", type=int, default=8, help="DataLoader workers per process")
+    p.add_argument(*flag("--max-steps"), dest="max_steps", type=int, default=None, help="stop (with a checkpoint) after N steps")
+    p.add_argument(*flag("--checkpoint-every"), dest="checkpoint_every", type=int, default=0, help="also checkpoint every N steps")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
     # Hidden plumbing that utils.cli.parse_train_args reads (real flags, so resume can tell them from typed ones).
-    p.add_argument("--checkpoint-path", dest="checkpoint_path", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--val-image-size", dest="val_image_size", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--eval-batch-size", dest="eval_batch_size", type=int, default=64, help=argparse.SUPPRESS)
+    p.add_argument(*flag("--checkpoint-path"), dest="checkpoint_path", default=None, help=argparse.SUPPRESS)
+    p.add_argument(*flag("--val-image-size"), dest="val_image_size", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument(*flag("--eval-batch-size"), dest="eval_batch_size", type=int, default=64, help=argparse.SUPPRESS)
     return p
 
 

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import predict
+from models import METHODS
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
 from utils.inference import labels_for_input, match_slots, read_image, to_model_input
@@ -170,7 +171,7 @@ def test_refuses_methods_it_cannot_render(dinosaur_run: Path, tmp_path: Path, mo
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'other.pt.tar'} is a 'future_method' checkpoint, which predict.py cannot render; "
-        "this version of the code rebuilds spot"
+        f"this version of the code rebuilds {', '.join(METHODS)}"
     ]
     assert not (tmp_path / "out").exists()
 

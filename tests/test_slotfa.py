@@ -352,7 +352,7 @@ def test_cli_train_resume_and_export(tmp_path: Path) -> None:
 
 def test_cli_slotfa_and_bad_input(tmp_path: Path) -> None:
     train_slotfa.main([*TINY, "--method", "slotfa", "--epochs", "1", "--output-dir", str(tmp_path / "out"),
-                       "--group-loss-weight", "1.0", "--max-steps", "2"])
+                       "--group_loss_weight", "1.0", "--max-steps", "2"])  # underscore spelling too
     run = _run_dir(tmp_path / "out")
     assert load_checkpoint(run)["model_config"]["method"] == "slotfa"
     with pytest.raises(UserError, match="train2017"):

@@ -68,7 +68,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop (and checkpoint) early, e.g. to test resume
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch only
     primary_masks: str = "decoder"
-    amp: bool = False  # float16 autocast + GradScaler (CUDA only; ignored on the CPU)
+    amp: bool = False  # CUDA autocast: bfloat16 where supported, else float16 + GradScaler; ignored on the CPU
     keep_every_epochs: int = 0  # also keep ckpt_epoch_{E}.pth every N epochs and at the end; 0 = never
 
 
@@ -147,7 +147,9 @@ class Trainer:
         self.step = 0
         self.last_metrics: dict[str, Any] = {}
         self.use_amp = cfg.amp and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        # bfloat16 has float32's range, so only float16 needs loss scaling.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
 
     # --- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -159,7 +161,7 @@ class Trainer:
             "epoch": self.step // self.steps_per_epoch,
             "rng": capture_rng(),
             "last_metrics": self.last_metrics,
-            **({"scaler": self.scaler.state_dict()} if self.use_amp else {}),
+            **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}),
         }
 
     def save(self) -> Path:
@@ -173,7 +175,7 @@ class Trainer:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.step = int(checkpoint["step"])
         self.last_metrics = checkpoint.get("last_metrics", {})
-        if self.use_amp and "scaler" in checkpoint:
+        if self.scaler.is_enabled() and "scaler" in checkpoint:
             self.scaler.load_state_dict(checkpoint["scaler"])
         restore_rng(checkpoint["rng"])
 
@@ -258,7 +260,7 @@ class Trainer:
         lr = self.lr_schedule(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
+        with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.use_amp):
             out = self.model(batch)
         loss = out["loss"].float()
         if not torch.isfinite(loss):
