@@ -19,32 +19,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
 
-from datasets.image_folder import IMAGE_SUFFIXES, ImageFiles, LabelledImageFolder, ShapesImages
+from datasets.image_folder import IMAGE_SUFFIXES, ImageFiles, LabelledImageFolder, Preprocessed, ShapesImages
 from models import build_model
 from utils.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 from utils.errors import UserError, run_cli
 from utils.probe import knn_accuracy, linear_probe_accuracy, prototype_scores
 from utils.run import select_device
 from utils.visualize import save_prototype_grid
-
-
-class Preprocessed(Dataset):
-    """Resize (side * 256/224) + centre crop + [0, 1] tensor, as viz_slots; labels passed through."""
-
-    def __init__(self, items: Dataset, size: int) -> None:
-        self.items = items
-        self.transform = transforms.Compose([transforms.Resize(round(size * 256 / 224)), transforms.CenterCrop(size),
-                                             transforms.ToTensor()])
-
-    def __len__(self) -> int:
-        return len(self.items)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        item = self.items[index]
-        image, label = item if isinstance(item, tuple) else (item, -1)
-        return self.transform(image), label
 
 
 def load(path: str, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any], Path]:

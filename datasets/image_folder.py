@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+from torchvision import transforms
 
 from utils.errors import UserError
 
@@ -103,3 +105,20 @@ class LabelledImageFolder(Dataset):
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
         path, label = self.samples[index]
         return open_rgb(path), label
+
+
+class Preprocessed(Dataset):
+    """Resize (side * 256/224) + centre crop + [0, 1] tensor, as viz_slots; labels passed through."""
+
+    def __init__(self, items: Dataset, size: int) -> None:
+        self.items = items
+        self.transform = transforms.Compose([transforms.Resize(round(size * 256 / 224)), transforms.CenterCrop(size),
+                                             transforms.ToTensor()])
+
+    def __len__(self) -> int:
+        return len(self.items)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        item = self.items[index]
+        image, label = item if isinstance(item, tuple) else (item, -1)
+        return self.transform(image), label
