@@ -362,32 +362,16 @@ def test_cli_slotfa_and_bad_input(tmp_path: Path) -> None:
 
 
 # --- the cross-rank pieces with a real 2-process gloo group (no trainer, no DDP wrapper) ------------------
-def _two_rank_worker(rank_index: int, init_file: str, results: str) -> None:
-    import torch.distributed as dist
-
-    from models.slotfa import draw_fa_noise
-
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank_index, world_size=2)
-    try:
-        q_slots, k_slots, q_dots, k_dots = torch.load(Path(results) / "inputs.pt")
-        part = slice(2 * rank_index, 2 * rank_index + 2)  # each rank holds half of the batch of 4
-        loss = slot_contrastive_loss(q_slots[part], k_slots[part], q_dots[part], k_dots[part], nn.Identity())
-        queries = int((slot_presence(q_dots[part]) & slot_presence(k_dots[part])).sum())
-        center = updated_center(torch.zeros(1, 3), [k_dots[part]], 0.0)
-        torch.manual_seed(rank_index)  # different local RNG: the broadcast must still agree
-        alpha, beta = draw_fa_noise(3, 4, 1.0, 1.0, torch.device("cpu"))
-        torch.save({"loss": loss, "queries": queries, "center": center, "alpha": alpha, "beta": beta},
-                   Path(results) / f"rank{rank_index}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
 def test_contrast_center_and_noise_across_two_ranks(tmp_path: Path) -> None:
     torch.manual_seed(5)
     q_slots, k_slots = torch.randn(4, 3, 4), torch.randn(4, 3, 4)
     q_dots, k_dots = torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2)
     torch.save((q_slots, k_slots, q_dots, k_dots), tmp_path / "inputs.pt")
-    torch.multiprocessing.spawn(_two_rank_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    from tests.slotfa_two_ranks import two_rank_worker
+
+    # fork: the children inherit the imported modules instead of importing torch again
+    torch.multiprocessing.start_processes(two_rank_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2,
+                                          start_method="fork")
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     # Every query sees the keys of both ranks: the count-weighted mean equals the one-process loss.
     full = slot_contrastive_loss(q_slots, k_slots, q_dots, k_dots, nn.Identity())
