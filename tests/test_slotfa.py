@@ -60,6 +60,26 @@ def test_overlap_rule_retries_then_falls_back(monkeypatch: pytest.MonkeyPatch) -
     assert sample_crop_pair(100, 100, (0.08, 1.0)) == (first, far)
 
 
+def test_pretraining_image_layouts(tmp_path: Path) -> None:
+    from datasets.image_folder import build_pretrain_images
+
+    for rel in ("train2017/a.jpg", "train2017/b.jpg", "unlabeled2017/c.jpg", "train/n01/x.JPEG", "train/n02/y.JPEG",
+                "train/n02/z.JPEG"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (20, 12)).save(tmp_path / rel, format="JPEG")
+    assert len(build_pretrain_images("COCO", tmp_path, 32, None, 0)) == 2
+    assert len(build_pretrain_images("COCOplus", tmp_path, 32, None, 0)) == 3
+    imagenet = build_pretrain_images("ImageNet", tmp_path, 32, 2, 0)  # --train-samples 2
+    assert len(imagenet) == 2 and imagenet[0].mode == "RGB" and imagenet[0].size == (20, 12)
+    sample = two_view.TwoViewDataset(imagenet, image_size=16)[1]
+    assert sample["view1"].shape == (3, 16, 16) and sample["box2"].shape == (4,) and sample["flip1"].dtype == torch.bool
+    (tmp_path / "coco_only" / "train2017").mkdir(parents=True)
+    with pytest.raises(UserError, match="unlabeled2017"):
+        build_pretrain_images("COCOplus", tmp_path / "coco_only", 32, None, 0)
+    with pytest.raises(UserError, match="no images"):
+        build_pretrain_images("COCO", tmp_path / "coco_only", 32, None, 0)
+
+
 def _linear_map(crop: tuple[int, int, int, int], size: int, flipped: bool) -> torch.Tensor:
     """A view's 'feature map' whose channels are the image x and y of each map pixel centre."""
     top, left, h, w = crop
