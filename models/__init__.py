@@ -9,7 +9,7 @@ from utils.errors import UserError
 
 # Every method that build_model can rebuild (add a name here with its branch below); tools such as
 # predict.py derive what they accept from this tuple.
-METHODS: tuple[str, ...] = ("spot", "slate", "adaslot")
+METHODS: tuple[str, ...] = ("spot", "slate", "adaslot", "slotcon", "slotfa")
 
 
 def encoder_fingerprint(encoder: nn.Module) -> float:
@@ -43,7 +43,7 @@ def build_encoder_from_spec(spec: dict[str, Any]):
     return encoder
 
 
-def build_model(method: str, model_config: dict[str, Any], encoder_spec: dict[str, Any]) -> nn.Module:
+def build_model(method: str, model_config: dict[str, Any], encoder_spec: dict[str, Any] | None) -> nn.Module:
     """Rebuild a model from the records stored in its checkpoint."""
     if method not in METHODS:
         raise UserError(f"checkpoint of method {method!r} cannot be built by this version of the code "
@@ -60,4 +60,8 @@ def build_model(method: str, model_config: dict[str, Any], encoder_spec: dict[st
         from models.adaslot import AdaSlot, AdaSlotConfig
 
         return AdaSlot(build_encoder_from_spec(encoder_spec), AdaSlotConfig(**model_config))
+    if method in ("slotcon", "slotfa"):  # the ResNet is trained, so its weights are in the checkpoint
+        from models.slotfa import SlotCon, SlotConConfig
+
+        return SlotCon(SlotConConfig(**model_config))
     raise UserError(f"checkpoint of method {method!r} cannot be built by this version of the code")

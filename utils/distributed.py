@@ -160,6 +160,16 @@ def all_gather_objects(obj: T) -> list[T]:
     return gathered
 
 
+@torch.no_grad()
+def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` from every rank along dim 0 (no gradient; equal shapes per rank)."""
+    if world_size() == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
 def run_on_main(fn: Callable[[], T]) -> T:
     """Run ``fn`` on rank 0 only and hand its result (or its :class:`UserError`) to every rank.
 

@@ -124,3 +124,21 @@ class ExponentialDecayWarmup:
         warm = min(1.0, step / self.warmup_steps) if self.warmup_steps > 0 else 1.0
         decay_steps = step if self.decay_during_warmup else max(step - self.warmup_steps, 0)
         return self.base_lr * warm * 0.5 ** (decay_steps / self.half_life)
+
+
+class WarmupCosineFrom:
+    """SlotCon's per-step LR: linear from ``base_lr / warmup_multiplier`` to ``base_lr`` over
+    ``warmup_steps``, then cosine from ``base_lr`` to ``min_lr`` at ``total_steps``."""
+
+    def __init__(self, base_lr: float, total_steps: int, warmup_steps: int, warmup_multiplier: float = 100.0,
+                 min_lr: float = 1e-6) -> None:
+        self.base_lr, self.total_steps = base_lr, total_steps
+        self.warmup_steps = min(warmup_steps, total_steps)
+        self.start_lr, self.min_lr = base_lr / warmup_multiplier, min_lr
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.start_lr + (self.base_lr - self.start_lr) * step / self.warmup_steps
+        decay = max(self.total_steps - self.warmup_steps, 1)
+        t = min(step - self.warmup_steps, decay) / decay
+        return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * t))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -122,6 +123,8 @@ class TrainConfig:
                 raise UserError(f"--{name} {getattr(self, name)} must be at least {low}")
         if self.max_steps is not None and self.max_steps < 1:
             raise UserError(f"--max_steps {self.max_steps} must be at least 1 (leave it out to train to the end)")
+    amp: bool = False  # CUDA autocast: bfloat16 where supported, else float16 + GradScaler; ignored on the CPU
+    keep_every_epochs: int = 0  # also keep ckpt_epoch_{E}.pth every N epochs and at the end; 0 = never
 
 
 def capture_rng() -> dict[str, Any]:
@@ -155,6 +158,16 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: Sa
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=False,
     )
+
+
+def keep_copy(source: Path, target: Path) -> None:
+    """Keep the current checkpoint under another name: a hard link (the checkpoint is replaced by
+    rename, so the link keeps the old content), or a copy where links are not supported."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 class Trainer:
@@ -202,6 +215,10 @@ class Trainer:
         self.resumed = False
         self.last_metrics: dict[str, Any] = {}
         self.train_module: nn.Module = model  # the DDP wrapper under torchrun (set in fit)
+        self.use_amp = cfg.amp and device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        # bfloat16 has float32's range, so only float16 needs loss scaling.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
 
     # --- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -220,6 +237,7 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "last_metrics": self.last_metrics,
             **({"lr_schedule": self.lr_schedule.state_dict()} if hasattr(self.lr_schedule, "state_dict") else {}),
+            **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}),
         }
 
     def save(self) -> Path:
@@ -254,6 +272,8 @@ class Trainer:
             self.lr_schedule.load_state_dict(checkpoint["lr_schedule"])
         per_rank = checkpoint.get("rng_per_rank")
         restore_rng(per_rank[self.rank] if per_rank else checkpoint["rng"])
+        if self.scaler.is_enabled() and "scaler" in checkpoint:
+            self.scaler.load_state_dict(checkpoint["scaler"])
         self.resumed = True
 
     # --- evaluation ----------------------------------------------------------------------------
@@ -365,7 +385,11 @@ class Trainer:
                             record = self.evaluate(visualize=last or epochs_done % cfg.viz_every == 0)
                             if hasattr(self.lr_schedule, "observe"):
                                 self.lr_schedule.observe(record)
-                    self.save()
+                    path = self.save()
+                    if main and epoch_done and cfg.keep_every_epochs and (
+                        epochs_done % cfg.keep_every_epochs == 0 or self.step == self.total_steps
+                    ):
+                        keep_copy(path, self.run_dir / f"ckpt_epoch_{epochs_done}.pth")
                     if not stopped and self.step < stop_at:
                         stopped = stop.should_stop()
         finally:
@@ -409,8 +433,9 @@ class Trainer:
             self.model.set_step(self.step)
         # Position in training, for models with schedules of their own (e.g. SPOT stage 2's CE weight);
         # the loss comes out of the DDP-wrapped forward.
-        out = self.train_module({**batch, "step": self.step, "total_steps": self.total_steps})
-        loss = out["loss"]
+        with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.use_amp):
+            out = self.train_module({**batch, "step": self.step, "total_steps": self.total_steps})
+        loss = out["loss"].float()
         bad_here = not bool(torch.isfinite(loss.detach()))
         bad_loss = bad_here
         if self.world_size > 1:  # every rank must take the same decision
@@ -423,23 +448,28 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         # Also for a skipped step: DDP expects a backward after each training forward.
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # clip and step on true gradients (no-op without AMP)
         params = [p for p in self.model.parameters() if p.grad is not None]
         total_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.clip, norm_type=self.cfg.clip_norm_type)
         bad_grad = not bool(torch.isfinite(total_norm))  # gradients are already averaged: same on all ranks
-        if bad_grad and not bad_loss and not self.cfg.skip_nonfinite:
+        # float16 loss scaling overflows now and then by design: the scaler skips that step and
+        # lowers its scale, so only an overflow without a scaler is an error.
+        scaler_overflow = bad_grad and self.scaler.is_enabled() and not bad_loss
+        if bad_grad and not bad_loss and not scaler_overflow and not self.cfg.skip_nonfinite:
             raise UserError(
                 f"the gradient norm became {float(total_norm)} at step {self.step}; the last good checkpoint in "
                 f"{self.run_dir} is untouched. Lower --lr_main or --clip, or pass --skip_nonfinite"
             )
-        if bad_loss or bad_grad:
+        if bad_loss or (bad_grad and not scaler_overflow):
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped_steps += 1
             if distributed.is_main():
                 log.warning(f"step {self.step}: non-finite {'loss' if bad_loss else 'gradient'}, update skipped "
                             f"({self.skipped_steps} skipped so far)")
         else:
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.step += 1
         terms = {k: float(v) for k, v in out["losses"].items()}
         # "lr" is the first group's rate; further groups are logged as lr_<group name or index>.

@@ -196,3 +196,20 @@ def grid_column(image: torch.Tensor, overlay_image: torch.Tensor, tile: int = 19
 def save_overlay_grid(path: str | os.PathLike, columns: list[torch.Tensor]) -> None:
     """Write columns made by :func:`grid_column` side by side as one PNG."""
     to_pil(torch.cat(columns, dim=2)).save(path)
+
+
+def save_prototype_grid(path: str | os.PathLike, images: torch.Tensor, claimed: torch.Tensor,
+                        alpha: float = 0.6, tint: tuple[float, float, float] = (1.0, 0.0, 0.0)) -> None:
+    """Rows x columns of images [R, C, 3, H, W] in [0, 1] with the pixels claimed by the column's
+    prototype (``claimed`` [R, C, H, W] bool) tinted red (SlotCon's viz_slots figure)."""
+    rows, cols, _, h, w = images.shape
+    colour = images.new_tensor(tint).view(1, 1, 3, 1, 1)
+    mask = claimed[:, :, None].float()
+    tinted = images * (1 - alpha * mask) + colour * alpha * mask
+    pad = 2
+    canvas = torch.ones(3, rows * (h + pad) + pad, cols * (w + pad) + pad)
+    for r in range(rows):
+        for c in range(cols):
+            top, left = pad + r * (h + pad), pad + c * (w + pad)
+            canvas[:, top : top + h, left : left + w] = tinted[r, c]
+    to_pil(canvas).save(path)
