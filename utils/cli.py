@@ -124,14 +124,19 @@ def add_train_args(parser: argparse.ArgumentParser, lr: float = 4e-4, lr_min: fl
     group.add_argument("--auto_resume", action="store_true",
                        help="resume the newest run folder in --log_path (named --run_name, if given); "
                             "start a new run when there is none (for preemptible jobs and sweeps)")
+    add_stop_args(group)
+    group.add_argument("--max_steps", type=int, default=None, help="stop (with a checkpoint) after this many steps")
+    group.add_argument("--checkpoint_every", type=int, default=0, help="also checkpoint every N steps (0: per epoch)")
+    group.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
+
+
+def add_stop_args(group: argparse._ActionsContainer) -> None:
+    """--timeout and --skip_nonfinite, which the shared loop reads from every training script's flags."""
     group.add_argument("--timeout", default=None,
                        help="stop cleanly with a checkpoint after this long (seconds, H:MM:SS, 90m, 2h): "
                             "set it below the job's time limit")
     group.add_argument("--skip_nonfinite", action="store_true",
                        help="skip steps whose loss or gradient is NaN/inf (counted in the logs) instead of stopping")
-    group.add_argument("--max_steps", type=int, default=None, help="stop (with a checkpoint) after this many steps")
-    group.add_argument("--checkpoint_every", type=int, default=0, help="also checkpoint every N steps (0: per epoch)")
-    group.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
 
 
 def one_line_errors(parser: argparse.ArgumentParser) -> None:
@@ -204,7 +209,7 @@ def parse_train_args(parser: argparse.ArgumentParser, argv: list[str] | None) ->
         if args.val_image_size not in (None, args.image_size):
             raise UserError("--val_image_size must equal --image_size: the decoder's token count is fixed by it")
         args.val_image_size = args.image_size
-        if args.data_seed is None:
+        if hasattr(args, "data_seed") and args.data_seed is None:
             args.data_seed = args.seed
         seed_everything(args.seed)
         run_dir = distributed.run_on_main(lambda: _new_run(args))
@@ -238,7 +243,7 @@ def parse_train_args(parser: argparse.ArgumentParser, argv: list[str] | None) ->
         merged.setdefault(name, getattr(args, name))
     if "max_steps" not in typed:
         merged["max_steps"] = None
-    if merged.get("data_seed") is None:
+    if "data_seed" in merged and merged["data_seed"] is None:
         merged["data_seed"] = merged["seed"]
     merged["resume"], merged["checkpoint_path"] = str(run_dir), str(ckpt_file)
     merged["auto_resume"] = args.auto_resume
