@@ -113,7 +113,7 @@ class Trainer:
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        lr_schedule: Callable[[int], float],
+        lr_schedule: Callable[[int], float | list[float]],
         train_set: Dataset,
         val_set: Dataset | None,
         device: torch.device,
@@ -234,8 +234,10 @@ class Trainer:
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         lr = self.lr_schedule(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        # A schedule returns one LR for every group, or a sequence with one LR per group.
+        group_lrs = list(lr) if isinstance(lr, (list, tuple)) else [lr] * len(self.optimizer.param_groups)
+        for group, group_lr in zip(self.optimizer.param_groups, group_lrs, strict=True):
+            group["lr"] = group_lr
         out = self.model(batch)
         loss = out["loss"]
         if not torch.isfinite(loss):
@@ -249,5 +251,9 @@ class Trainer:
         total_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.clip, norm_type=self.cfg.clip_norm_type)
         self.optimizer.step()
         self.step += 1
+        # Optional per-method hook after each optimiser step (e.g. an EMA teacher update).
+        after_step = getattr(self.model, "after_step", None)
+        if callable(after_step):
+            after_step(self.step)
         terms = {k: float(v) for k, v in out["losses"].items()}
-        return {"loss": float(loss.detach()), **terms, "lr": lr, "grad_norm": float(total_norm)}
+        return {"loss": float(loss.detach()), **terms, "lr": group_lrs[-1], "grad_norm": float(total_norm)}
