@@ -315,7 +315,9 @@ class SMTC(nn.Module):
             teacher[name].mul_(m).add_(param.detach(), alpha=1 - m)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        video = batch["video"]
+        """``batch["video"]`` [B, T, 3, H, W] in [0, 1]; an ``image`` batch [B, 3, H, W] is read as
+        one-frame clips (so image tools such as predict.py get semantic masks)."""
+        video = batch["video"] if "video" in batch else batch["image"][:, None]
         cfg = self.cfg
         if cfg.augment and self.training:
             video_s = colour_augment(video, self.blur_sigma)
