@@ -19,6 +19,7 @@ Written from the behavioural spec (the original code carries no licence). Pieces
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -113,6 +114,27 @@ def hungarian_order(similarity: np.ndarray) -> np.ndarray:
     return np.stack([np.concatenate([[match[r]], [c for c in range(p) if c != match[r]]]) for r in range(p)])
 
 
+MAX_BRUTE_FORCE_INSTANCES = 6  # up to 6! = 720 assignments are scored at once on the device
+
+
+def match_order(cos: torch.Tensor) -> torch.Tensor:
+    """Batched :func:`hungarian_order`: cos [..., P, P] -> index [..., P, P] (matched first).
+
+    For P <= 6 every assignment is scored on the tensor's device (exact, no host round trip;
+    the original runs scipy per matrix); larger P falls back to scipy.
+    """
+    p = cos.shape[-1]
+    if p > MAX_BRUTE_FORCE_INSTANCES:
+        flat = cos.detach().cpu().numpy().reshape(-1, p, p)
+        return torch.from_numpy(np.stack([hungarian_order(c) for c in flat])).to(cos.device).view(cos.shape)
+    perms = torch.tensor(list(itertools.permutations(range(p))), device=cos.device)  # [P!, P]
+    scores = cos.detach()[..., torch.arange(p, device=cos.device), perms].sum(-1)  # [..., P!]
+    match = perms[scores.argmax(-1)]  # [..., P]: teacher index per student row
+    cols = torch.arange(p, device=cos.device)
+    key = (cols != match.unsqueeze(-1)).long() * p + cols  # matched column sorts first
+    return key.argsort(-1)
+
+
 def instance_loss(student: torch.Tensor, teacher: torch.Tensor, valid_s: torch.Tensor, valid_t: torch.Tensor,
                   margin: float = 0.5) -> torch.Tensor:
     """Hungarian instance consistency over all ordered frame pairs, i = j included.
@@ -127,8 +149,7 @@ def instance_loss(student: torch.Tensor, teacher: torch.Tensor, valid_s: torch.T
     for i in range(t):
         for j in range(t):
             cos = torch.einsum("bspd,bsqd->bspq", student[:, i], teacher[:, j])  # [B, S, P, P]
-            order = np.stack([hungarian_order(c) for c in cos.detach().cpu().numpy().reshape(-1, p, p)])
-            order = torch.from_numpy(order).to(cos.device).view(b, s, p, p)
+            order = match_order(cos)
             ranked = cos.gather(-1, order)  # [B, S, P, P]: matched first
             vt = valid_t[:, j].unsqueeze(-2).expand(b, s, p, p).gather(-1, order)[..., 0]
             neg = F.relu(ranked[..., 1:] - margin).mean(-1) if p > 1 else torch.zeros_like(vt)

@@ -16,6 +16,7 @@ from models.smtc import (
     instance_masks,
     key_marginals,
     lr_at,
+    match_order,
     parameter_groups,
     sinkhorn,
     validity,
@@ -114,6 +115,12 @@ def test_hungarian_order_and_instance_loss():
     order = hungarian_order(sim)
     assert order[:, 0].tolist() == [1, 0, 2]
     assert sorted(order[0].tolist()) == [0, 1, 2] and order[0, 1:].tolist() == [0, 2]
+    torch.manual_seed(0)
+    sims = torch.randn(50, 4, 4)
+    expected = np.stack([hungarian_order(m) for m in sims.numpy()])
+    assert np.array_equal(match_order(sims).numpy(), expected)  # brute force == scipy
+    big = torch.randn(2, 7, 7)  # above the brute-force limit: scipy path
+    assert np.array_equal(match_order(big).numpy(), np.stack([hungarian_order(m) for m in big.numpy()]))
     z = torch.nn.functional.normalize(torch.eye(3)[None, None, None].expand(1, 2, 1, 3, 3).clone(), dim=-1)
     ones = torch.ones(1, 2, 1, 3)
     # Identical orthogonal instances: matched cos 1, negatives cos 0 -> loss -1.
@@ -123,13 +130,15 @@ def test_hungarian_order_and_instance_loss():
 
 def test_validity_filter_thresholds():
     cfg = SMTCConfig(num_slots=2, num_instances=2)
-    logits = torch.zeros(2, 10)
-    logits[0, :3] = 10.0  # slot 0 wins 30% of the tokens (> 20%); slot 1 gets 0.5 elsewhere (> 0.3)
-    logits[1, :] = -10.0
     semantic = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     instances = torch.tensor([[[1.0, 0.1], [0.0, 1.0]], [[0.0, 1.0], [1.0, 0.0]]])
-    v = validity(logits, semantic, instances, cfg)
-    assert v.tolist() == [[1.0, 0.0], [0.0, 0.0]]  # slot 1 has probability < 0.3 everywhere
+    for owned, slot0_valid in ((3, True), (2, False)):  # area 0.3 > 0.2 is valid; exactly 0.2 is not
+        logits = torch.full((2, 10), -10.0)
+        logits[0, :owned] = 10.0
+        logits[1, owned:] = 10.0
+        v = validity(logits, semantic, instances, cfg)
+        # Instance (0, 1) and (1, 1) fail the cosine test (cos 0 < 0.5).
+        assert v.tolist() == [[float(slot0_valid), 0.0], [1.0, 0.0]]
 
 
 def test_diversity_zero_for_disjoint_masks():
