@@ -160,6 +160,8 @@ def test_bad_inputs(dinosaur_run: Path, tmp_path: Path) -> None:
 
 
 def test_refuses_methods_it_cannot_render(dinosaur_run: Path, tmp_path: Path, monkeypatch) -> None:
+    from models import METHODS
+
     Image.new("RGB", (8, 8)).save(tmp_path / "one.png")
     state = load_checkpoint(dinosaur_run)
     torch.save({**state, "method": "future_method"}, tmp_path / "other.pt.tar")
@@ -170,7 +172,7 @@ def test_refuses_methods_it_cannot_render(dinosaur_run: Path, tmp_path: Path, mo
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'other.pt.tar'} is a 'future_method' checkpoint, which predict.py cannot render; "
-        "this version of the code rebuilds spot"
+        f"this version of the code rebuilds {', '.join(METHODS)}"
     ]
     assert not (tmp_path / "out").exists()
 
