@@ -317,8 +317,9 @@ class SMTC(nn.Module):
             self.teacher.encoder = teacher_encoder
         for param in self.teacher.parameters():
             param.requires_grad_(False)
-        # The original draws one blur sigma per process at construction (pitfall 9).
-        self.blur_sigma = float(np.random.uniform(0.1, 2.0))
+        # The original draws one blur sigma per process at construction (pitfall 9); a buffer keeps
+        # it in the checkpoint, so a resumed run blurs as the uninterrupted one.
+        self.register_buffer("blur_sigma", torch.tensor(float(np.random.uniform(0.1, 2.0))))
 
     def train(self, mode: bool = True) -> "SMTC":
         super().train(mode)
@@ -341,8 +342,8 @@ class SMTC(nn.Module):
         video = batch["video"] if "video" in batch else batch["image"][:, None]
         cfg = self.cfg
         if cfg.augment and self.training:
-            video_s = colour_augment(video, self.blur_sigma)
-            video_t = colour_augment(video, self.blur_sigma)
+            video_s = colour_augment(video, float(self.blur_sigma))
+            video_t = colour_augment(video, float(self.blur_sigma))
         else:
             video_s = video_t = video
         student = self.student(video_s)

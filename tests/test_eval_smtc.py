@@ -92,3 +92,17 @@ def test_bad_inputs(tmp_path: Path):
         eval_smtc.main(["--task", "discovery", "--davis_path", str(tmp_path / "DAVIS")])
     with pytest.raises(UserError, match="not a training video dataset"):
         train_smtc.main([*TINY, "--dataset", "coco", "--output_path", str(tmp_path / "r")])
+
+
+def test_resume_matches_uninterrupted_run(tmp_path: Path):
+    common = [*TINY, "--num_train_steps", "4", "--checkpoint_every", "1"]
+    train_smtc.main([*common, "--output_path", str(tmp_path / "full")])
+    train_smtc.main([*common, "--output_path", str(tmp_path / "part"), "--max_steps", "2"])
+    (full,), (part,) = (tmp_path / "full").iterdir(), (tmp_path / "part").iterdir()
+    assert torch.load(part / "checkpoint.pt.tar", weights_only=False)["step"] == 2
+    train_smtc.main(["--resume", str(part)])
+    a = torch.load(full / "checkpoint.pt.tar", weights_only=False)
+    b = torch.load(part / "checkpoint.pt.tar", weights_only=False)
+    assert a["step"] == b["step"] == 4
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0, msg=key)
