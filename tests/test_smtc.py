@@ -54,9 +54,22 @@ def test_gradient_reaches_only_last_round_and_init():
     sa = SlotAttention(8, 8, num_slots=3, num_iterations=3, mlp_hidden_dim=8, update="residual", truncate="bi-level")
     x = torch.randn(1, 6, 8, requires_grad=True)
     init = torch.randn(1, 3, 8, requires_grad=True)
+    states = []
+    original_step = sa.step
+
+    def recording_step(*args, **kwargs):
+        result = original_step(*args, **kwargs)
+        result[0].retain_grad()
+        states.append(result[0])
+        return result
+
+    sa.step = recording_step
     out = sa(x, slots_init=init)
     out["slots"].sum().backward()
     assert init.grad is not None and init.grad.abs().sum() > 0
+    assert len(states) == 3
+    assert states[0].grad is None and states[1].grad is None  # earlier rounds are cut off
+    assert states[2].grad is not None
 
 
 def test_forward_shapes_correlation_and_eval_masks():
