@@ -126,3 +126,32 @@ def limit(dataset: Dataset, num_samples: int | None) -> Dataset:
     if num_samples is None or num_samples >= len(dataset):  # type: ignore[arg-type]
         return dataset
     return Subset(dataset, range(num_samples))
+
+
+# Video clip datasets (self-supervised video training, SMTC); items hold ``video`` [T, 3, H, W].
+VIDEO_DATASETS: tuple[str, ...] = ("shapes_video", "ytvos")
+
+
+def build_video_dataset(
+    name: str,
+    split: str,
+    image_size: int,
+    num_frames: int,
+    gap: int = 4,
+    data_path: str | None = None,
+    num_samples: int | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """Clips of ``num_frames`` frames: the synthetic ``shapes_video`` (with per-frame instance
+    masks) or YouTube-VOS training clips (``data_path`` = the split folder holding JPEGImages)."""
+    if name not in VIDEO_DATASETS:
+        raise UserError(f"unknown video dataset {name!r}; available here: {', '.join(VIDEO_DATASETS)}")
+    if name == "ytvos":
+        if not data_path:
+            raise UserError("--dataset ytvos needs --basepath (the YouTube-VOS split folder, e.g. YTVOS/train)")
+        from datasets.ytvos import YtvosClips
+
+        return YtvosClips(data_path, num_frames, gap, image_size, num_samples, seed)
+    from datasets.shapes_video import ShapesVideoDataset
+
+    return ShapesVideoDataset(split, num_samples, num_frames, image_size, seed=seed)

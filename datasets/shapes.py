@@ -354,6 +354,31 @@ def _render_background(bg: _Background, size: int) -> np.ndarray:
 # ------------------------------------------------------------------------- generation
 
 
+def render_image(
+    objects: list[_Object], colours: np.ndarray, background: _Background, image_size: int
+) -> np.ndarray:
+    """Anti-aliased RGB float32 (3, S, S) of ``objects`` (painter's order) over ``background``."""
+    # Anti-alias by averaging the colours of SUPERSAMPLE^2 sub-pixel labels per pixel (a
+    # box filter). The background is smooth, so evaluating it once per pixel suffices and
+    # saves most of the cost at large sizes.
+    labels = _render_labels(objects, image_size * SUPERSAMPLE)
+    subpixels = [
+        np.ascontiguousarray(labels[dy::SUPERSAMPLE, dx::SUPERSAMPLE])
+        for dy in range(SUPERSAMPLE)
+        for dx in range(SUPERSAMPLE)
+    ]
+    background_weight = sum((sub == 0).astype(np.float32) for sub in subpixels)
+    image = _render_background(background, image_size) * background_weight
+    # Per-channel 1-D lookups are ~3x faster than gathering RGB rows from a palette.
+    palette = np.concatenate([np.zeros((1, 3), dtype=np.float32), colours])
+    for c in range(3):
+        channel_palette = np.ascontiguousarray(palette[:, c])
+        for sub in subpixels:
+            image[c] += channel_palette[sub]
+    image /= SUPERSAMPLE**2
+    return image
+
+
 def generate_sample(
     index: int,
     split: str = "train",
@@ -378,24 +403,7 @@ def generate_sample(
         rng, num_objects, [background.colour0, background.colour1], light
     )
 
-    # Anti-alias by averaging the colours of SUPERSAMPLE^2 sub-pixel labels per pixel (a
-    # box filter). The background is smooth, so evaluating it once per pixel suffices and
-    # saves most of the cost at large sizes.
-    labels = _render_labels(objects, image_size * SUPERSAMPLE)
-    subpixels = [
-        np.ascontiguousarray(labels[dy::SUPERSAMPLE, dx::SUPERSAMPLE])
-        for dy in range(SUPERSAMPLE)
-        for dx in range(SUPERSAMPLE)
-    ]
-    background_weight = sum((sub == 0).astype(np.float32) for sub in subpixels)
-    image = _render_background(background, image_size) * background_weight
-    # Per-channel 1-D lookups are ~3x faster than gathering RGB rows from a palette.
-    palette = np.concatenate([np.zeros((1, 3), dtype=np.float32), colours])
-    for c in range(3):
-        channel_palette = np.ascontiguousarray(palette[:, c])
-        for sub in subpixels:
-            image[c] += channel_palette[sub]
-    image /= SUPERSAMPLE**2
+    image = render_image(objects, colours, background, image_size)
 
     mask_instance = mask_instance.astype(np.int64)
     class_of_id = np.array([0] + [obj.shape + 1 for obj in objects], dtype=np.int64)

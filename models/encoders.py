@@ -395,6 +395,33 @@ class FrozenViT(nn.Module):
             x = self.vit.norm(x)
         return x[:, self.num_prefix_tokens:]
 
+    def forward_with_keys(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """[B, 3, H, W] -> (last-block patch tokens [B, h*w, D], last-block attention keys
+        [B, h*w, D] with the heads concatenated). SMTC runs slot attention on the keys (spec 1.2)."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images [B, 3, H, W], got {tuple(images.shape)}")
+        gh, gw = self.token_grid((images.shape[-2], images.shape[-1]))
+        k = self._first_trainable_block()
+        grad_wanted = torch.is_grad_enabled()
+        with torch.no_grad():
+            x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+            x = self._tokens(x, gh, gw)
+            for blk in self.vit.blocks[: min(k, self.depth - 1)]:
+                x = blk(x)
+        with torch.set_grad_enabled(grad_wanted):
+            for blk in self.vit.blocks[min(k, self.depth - 1) : -1]:
+                x = blk(x)
+            last = self.vit.blocks[-1]
+            attn = last.attn
+            b, n, d = x.shape
+            qkv = attn.qkv(last.norm1(x)).reshape(b, n, 3, attn.num_heads, d // attn.num_heads)
+            keys = attn.k_norm(qkv[:, :, 1].transpose(1, 2)).transpose(1, 2).reshape(b, n, d)
+            x = last(x)
+            if self.final_norm:
+                x = self.vit.norm(x)
+        p = self.num_prefix_tokens
+        return x[:, p:], keys[:, p:]
+
     def extra_repr(self) -> str:
         return (f"name={self.name}, timm_name={self.timm_name}, weights={self.weights_source}, "
                 f"patch_size={self.patch_size}, embed_dim={self.embed_dim}, "

@@ -14,8 +14,10 @@ from torch import nn
 
 InitMethod = Literal["shared_gaussian", "embedding"]
 Truncation = Literal["none", "bi-level", "fixed-point"]
+Update = Literal["gru", "residual"]
 INIT_METHODS: tuple[str, ...] = ("shared_gaussian", "embedding")
 TRUNCATIONS: tuple[str, ...] = ("none", "bi-level", "fixed-point")
+UPDATES: tuple[str, ...] = ("gru", "residual")
 
 
 class SlotInitializer(nn.Module):
@@ -60,6 +62,12 @@ class SlotAttention(nn.Module):
         init_method: ``shared_gaussian`` (stochastic) or ``embedding`` (deterministic).
         truncate: gradient truncation applied at the start of the last iteration:
             ``none``, ``fixed-point`` (detach) or ``bi-level`` (detach + straight-through to the init).
+        update: ``gru`` (Locatello et al.) or ``residual`` (``slots + updates``, no GRU; SMTC).
+
+    ``forward`` also accepts (SMTC's semantic-aware masked slot attention, spec 1.4): explicit
+    initial slots, ``group_size`` (the softmax competes only within consecutive groups of that many
+    slots instead of over all slots) and ``input_mask`` [B, N, K] (attention multiplied by a hard
+    mask before the weighted mean, so a slot never reads masked inputs).
     """
 
     def __init__(
@@ -73,14 +81,17 @@ class SlotAttention(nn.Module):
         eps: float = 1e-8,
         init_method: InitMethod = "shared_gaussian",
         truncate: Truncation = "none",
+        update: Update = "gru",
     ) -> None:
         super().__init__()
+        if update not in UPDATES:
+            raise ValueError(f"unknown slot update {update!r}; expected one of {UPDATES}")
         if slot_dim % num_heads:
             raise ValueError(f"slot_dim {slot_dim} is not divisible by num_heads {num_heads}")
         if truncate not in TRUNCATIONS:
             raise ValueError(f"unknown truncation {truncate!r}; expected one of {TRUNCATIONS}")
         self.num_slots, self.num_iterations, self.num_heads = num_slots, num_iterations, num_heads
-        self.slot_dim, self.eps, self.truncate = slot_dim, eps, truncate
+        self.slot_dim, self.eps, self.truncate, self.update = slot_dim, eps, truncate, update
         self.scale = (slot_dim // num_heads) ** -0.5
 
         self.init = SlotInitializer(num_slots, slot_dim, init_method)
@@ -90,7 +101,8 @@ class SlotAttention(nn.Module):
         self.to_q = nn.Linear(slot_dim, slot_dim, bias=False)
         self.to_k = nn.Linear(input_dim, slot_dim, bias=False)
         self.to_v = nn.Linear(input_dim, slot_dim, bias=False)
-        self.gru = nn.GRUCell(slot_dim, slot_dim)
+        # No GRU at all for residual updates: unused parameters would trouble DDP.
+        self.gru = nn.GRUCell(slot_dim, slot_dim) if update == "gru" else None
         self.mlp = nn.Sequential(
             nn.Linear(slot_dim, mlp_hidden_dim), nn.ReLU(inplace=True), nn.Linear(mlp_hidden_dim, slot_dim)
         )
@@ -101,19 +113,25 @@ class SlotAttention(nn.Module):
         # symmetry much faster than PyTorch defaults.
         for linear in (self.to_q, self.to_k, self.to_v):
             nn.init.xavier_uniform_(linear.weight)
-        nn.init.xavier_uniform_(self.gru.weight_ih)
-        nn.init.orthogonal_(self.gru.weight_hh)
-        nn.init.zeros_(self.gru.bias_ih)
-        nn.init.zeros_(self.gru.bias_hh)
+        if self.gru is not None:
+            nn.init.xavier_uniform_(self.gru.weight_ih)
+            nn.init.orthogonal_(self.gru.weight_hh)
+            nn.init.zeros_(self.gru.bias_ih)
+            nn.init.zeros_(self.gru.bias_hh)
         nn.init.kaiming_uniform_(self.mlp[0].weight, nonlinearity="relu")
         nn.init.zeros_(self.mlp[0].bias)
         nn.init.xavier_uniform_(self.mlp[2].weight)
         nn.init.zeros_(self.mlp[2].bias)
 
     def step(
-        self, slots: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+        self,
+        slots: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        group_size: int | None = None,
+        input_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One iteration. slots [B, K, D], keys/values [B, H, N, D/H].
+        """One iteration. slots [B, K, D], keys/values [B, H, N, D/H], input_mask [B, N, K].
 
         Returns (new slots [B, K, D], attention normalised over slots [B, N, K],
         attention logits [B, H, N, K]).
@@ -124,19 +142,40 @@ class SlotAttention(nn.Module):
         logits = torch.einsum("bhnd,bhkd->bhnk", keys, queries)  # [B, H, N, K]
         n = logits.shape[2]
         # Softmax in fp32: slots compete for every input (over heads x slots, as SPOT).
-        attn = logits.float().permute(0, 2, 1, 3).reshape(b, n, h * k).softmax(dim=-1)
-        attn = attn.view(b, n, h, k).permute(0, 2, 1, 3)  # [B, H, N, K]
-        attn_vis = attn.sum(dim=1)  # [B, N, K], sums to one over slots
+        if group_size is None:
+            attn = logits.float().permute(0, 2, 1, 3).reshape(b, n, h * k).softmax(dim=-1)
+        else:  # competition only inside each group of slots (single head)
+            attn = logits.float().permute(0, 2, 1, 3).reshape(b, n, h, k // group_size, group_size).softmax(-1)
+        attn = attn.reshape(b, n, h, k).permute(0, 2, 1, 3)  # [B, H, N, K]
+        attn_vis = attn.sum(dim=1)  # [B, N, K], sums to one over slots (over each group if grouped)
         weights = attn + self.eps
-        weights = weights / weights.sum(dim=2, keepdim=True)  # weighted mean over inputs
+        if input_mask is not None:
+            weights = weights * input_mask[:, None].to(weights.dtype)
+            # A slot whose mask is empty everywhere gets a zero update instead of 0/0.
+            weights = weights / (weights.sum(dim=2, keepdim=True) + self.eps)
+        else:
+            weights = weights / weights.sum(dim=2, keepdim=True)  # weighted mean over inputs
         updates = torch.einsum("bhnk,bhnd->bhkd", weights.to(values.dtype), values)
         updates = updates.transpose(1, 2).reshape(b * k, d)
-        slots = self.gru(updates, slots.reshape(b * k, d)).view(b, k, d)
+        if self.gru is not None:
+            slots = self.gru(updates, slots.reshape(b * k, d)).view(b, k, d)
+        else:
+            slots = slots + updates.view(b, k, d)
         slots = slots + self.mlp(self.norm_mlp(slots))
         return slots, attn_vis, logits
 
-    def forward(self, inputs: torch.Tensor, num_slots: int | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        num_slots: int | None = None,
+        slots_init: torch.Tensor | None = None,
+        group_size: int | None = None,
+        input_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """inputs [B, N, input_dim] -> dict(slots [B, K, D], attn [B, K, N], attn_logits [B, N, K]).
+
+        ``slots_init`` [B, K, D] replaces the module's own initialiser; ``group_size`` and
+        ``input_mask`` [B, N, K] are described in the class docstring.
 
         ``attn`` is the last iteration's attention (computed with the pre-update slots),
         normalised over slots and taken before ``eps``; ``attn_logits`` are that iteration's raw
@@ -147,7 +186,10 @@ class SlotAttention(nn.Module):
         inputs = self.norm_inputs(inputs)
         keys = (self.to_k(inputs) * self.scale).view(b, n, h, -1).transpose(1, 2)  # [B, H, N, d]
         values = self.to_v(inputs).view(b, n, h, -1).transpose(1, 2)
-        slots_init = self.init(b, num_slots)
+        if group_size is not None and (self.num_heads != 1 or (slots_init is not None and slots_init.shape[1] % group_size)):
+            raise ValueError("group_size needs one head and a slot count divisible by it")
+        if slots_init is None:
+            slots_init = self.init(b, num_slots)
         slots = slots_init
         attn = logits = None
         for iteration in range(self.num_iterations):
@@ -156,7 +198,7 @@ class SlotAttention(nn.Module):
                 if self.truncate == "bi-level":
                     # Straight-through: forward value unchanged, gradient reaches the init.
                     slots = slots + slots_init - slots_init.detach()
-            slots, attn, logits = self.step(slots, keys, values)
+            slots, attn, logits = self.step(slots, keys, values, group_size, input_mask)
         assert attn is not None and logits is not None
         return {
             "slots": slots,

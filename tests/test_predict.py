@@ -161,6 +161,8 @@ def test_bad_inputs(dinosaur_run: Path, tmp_path: Path) -> None:
 
 
 def test_refuses_methods_it_cannot_render(dinosaur_run: Path, tmp_path: Path, monkeypatch) -> None:
+    from models import METHODS
+
     Image.new("RGB", (8, 8)).save(tmp_path / "one.png")
     state = load_checkpoint(dinosaur_run)
     torch.save({**state, "method": "future_method"}, tmp_path / "other.pt.tar")

@@ -76,11 +76,13 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> s
     try:
         for action in actions:
             action.default = argparse.SUPPRESS
+        parser._defaults = {}  # noqa: SLF001
         typed, _ = parser.parse_known_args(argv)
     finally:
         parser._defaults = parser_defaults  # noqa: SLF001
         for action, default in zip(actions, saved):
             action.default = default
+        parser._defaults = parser_defaults  # noqa: SLF001
     return set(vars(typed))
 
 

@@ -471,6 +471,10 @@ class Trainer:
             self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
+        # Optional per-method hook after each optimiser step (e.g. an EMA teacher update).
+        after_step = getattr(self.model, "after_step", None)
+        if callable(after_step):
+            after_step(self.step)
         terms = {k: float(v) for k, v in out["losses"].items()}
         # "lr" is the first group's rate; further groups are logged as lr_<group name or index>.
         extra_lrs = {f"lr_{group.get('name', i)}": lr for i, (group, lr) in enumerate(zip(groups, lrs)) if i > 0}
