@@ -45,4 +45,8 @@ def build_model(method: str, model_config: dict[str, Any], encoder_spec: dict[st
         from models.spot import SPOT, SPOTConfig
 
         return SPOT(build_encoder_from_spec(encoder_spec), SPOTConfig(**model_config))
+    if method == "gnm":
+        from models.gnm import GNM, GNMConfig
+
+        return GNM(GNMConfig(**model_config))
     raise UserError(f"checkpoint of method {method!r} cannot be built by this version of the code")

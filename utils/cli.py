@@ -59,8 +59,12 @@ def add_train_args(parser: argparse.ArgumentParser, lr: float = 4e-4, lr_min: fl
     group.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
 
 
-def parse_train_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, Path, dict | None]:
+def parse_train_args(
+    parser: argparse.ArgumentParser, argv: list[str] | None, extra_runtime_flags: tuple[str, ...] = ()
+) -> tuple[argparse.Namespace, Path, dict | None]:
     """Parse flags; on resume, take the run's recorded flags (plus runtime overrides).
+
+    ``extra_runtime_flags`` names a method's own flags that may also change on resume.
 
     Returns (args, run folder, checkpoint or None). A fresh run gets a new timestamped folder
     with ``args.yaml``; a resumed run continues in its own folder.
@@ -82,14 +86,15 @@ def parse_train_args(parser: argparse.ArgumentParser, argv: list[str] | None) ->
     checkpoint = load_checkpoint(ckpt_file)
     recorded = load_args(run_dir)
     typed = explicit_flags(parser, argv)
-    for name in typed - set(RUNTIME_FLAGS) - {"resume", "checkpoint_path"}:
+    runtime = (*RUNTIME_FLAGS, *extra_runtime_flags)
+    for name in typed - set(runtime) - {"resume", "checkpoint_path"}:
         if recorded.get(name) != getattr(args, name):
             raise UserError(
                 f"--{name} {getattr(args, name)} differs from the resumed run ({recorded.get(name)}); "
-                f"only {', '.join('--' + f for f in RUNTIME_FLAGS)} may change on resume"
+                f"only {', '.join('--' + f for f in runtime)} may change on resume"
             )
     merged: dict[str, Any] = dict(recorded)
-    for name in RUNTIME_FLAGS:
+    for name in runtime:
         if name in typed or name not in merged:
             merged[name] = getattr(args, name)
     if "max_steps" not in typed:

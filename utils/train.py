@@ -159,9 +159,17 @@ class Trainer:
         self.last_metrics = checkpoint.get("last_metrics", {})
         restore_rng(checkpoint["rng"])
 
+    def sync_model_step(self) -> None:
+        """Tell a model whose behaviour follows the training step (schedules, curricula) the
+        current step: models that define ``set_step(step)`` get it before every forward pass."""
+        set_step = getattr(self.model, "set_step", None)
+        if callable(set_step):
+            set_step(self.step)
+
     # --- evaluation ----------------------------------------------------------------------------
     def evaluate(self, visualize: bool) -> dict[str, Any]:
         assert self.val_set is not None
+        self.sync_model_step()
         loader = make_loader(self.val_set, self.cfg.eval_batch_size, self.cfg.num_workers, None, self.cfg.seed, False)
         result = evaluate(self.model, loader, self.device, seed=self.cfg.seed, primary_masks=self.cfg.primary_masks)
         metrics = result["metrics"]
@@ -234,6 +242,7 @@ class Trainer:
         lr = self.lr_schedule(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        self.sync_model_step()
         out = self.model(batch)
         loss = out["loss"]
         if not torch.isfinite(loss):
