@@ -42,15 +42,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Reject impossible flag values with one line each (model sizes and schedules included)."""
+    if args.nll_samples < 0:
+        raise UserError("--nll_samples must be >= 0")
+    if args.val_image_size not in (None, args.image_size):
+        raise UserError("--val_image_size must equal --image_size for GNM")
+    if not (args.resume or args.checkpoint_path):
+        check_config(GNMConfig.from_args(args))
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     for name in sorted(explicit_flags(parser, argv) & set(UNUSED_FLAGS)):
         raise UserError(f"--{name} has no effect in GNM, which trains at the constant --lr_main (RMSprop); drop it")
+    check_args(parser.parse_args(argv))  # before a run folder is made
     args, run_dir, checkpoint = parse_train_args(parser, argv, extra_runtime_flags=("nll_samples",))
-    if args.val_image_size != args.image_size:
-        raise UserError("--val_image_size must equal --image_size for GNM")
-    if args.nll_samples < 0:
-        raise UserError("--nll_samples must be >= 0")
     config = GNMConfig.from_args(args)
     check_config(config)
     device = select_device(args.device)

@@ -136,6 +136,7 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
+        self.sync_model_step()  # a model's recorded step (if it keeps one) matches the checkpoint's
         return {
             **self.meta,
             "model": model_state(self.model),
