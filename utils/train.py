@@ -2,6 +2,8 @@
 
 A method provides a model whose ``forward(batch)`` returns a dict with ``loss`` (scalar to
 minimise), ``losses`` (detached scalars to log) and ``masks`` (dict of [B, K, h, w] soft masks).
+A model whose behaviour follows the training step (annealed loss weights, curricula) defines
+``set_step(step)``; the loop calls it before every forward pass and before saving.
 The loop handles the LR schedule per step, gradient clipping, periodic evaluation and mask
 visualisations, TensorBoard and ``metrics.jsonl``, atomic checkpoints and exact resume.
 """
