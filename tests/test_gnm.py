@@ -203,3 +203,15 @@ def test_rebuild_nll_and_pictures() -> None:
     }
     boxed = draw_boxes(torch.zeros(1, 3, 8, 8), torch.tensor([[[1.0, 2.0, 5.0, 6.0]]]), torch.tensor([[True]]))
     assert boxed[0, 0, 2, 1:6].eq(1).all() and boxed[0, 0, 3:6, 2:5].eq(0).all()
+
+
+@pytest.mark.parametrize("image_size, glimpse", [(64, 32), (128, 64)])
+def test_default_architecture_at_64_and_128_px(image_size: int, glimpse: int) -> None:
+    model = GNM(GNMConfig(image_size=image_size))
+    assert model.encoder(torch.zeros(1, 3, image_size, image_size)).shape == (1, 128, 4, 4)
+    rgb, alpha = model.glimpse_decoder(torch.zeros(2, 64))
+    assert rgb.shape == (2, 3, glimpse, glimpse) and alpha.shape == (2, 1, glimpse, glimpse)
+    with torch.no_grad():
+        out = model(dict(image=torch.rand(1, 3, image_size, image_size)))
+    assert out["masks"]["decoder"].shape == (1, 17, image_size, image_size)
+    assert out["reconstruction"].shape == (1, 3, image_size, image_size)
