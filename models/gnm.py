@@ -20,7 +20,9 @@ from torch import nn
 from torch.distributions import Normal, RelaxedBernoulli
 
 from models.gnm_nets import BackgroundDecoder, GlimpseDecoder, ImageEncoder, LocalLatentHead, StructDRAW, gaussian_params, mlp
-from models.gnm_render import boxes_from_where, composite, decode_where, masks_with_background, num_upsamplings, paste
+from models.gnm_render import (
+    boxes_from_where, composite, decode_where, draw_boxes, masks_with_background, num_upsamplings, paste,
+)
 from utils.errors import UserError
 from utils.schedules import LinearAnneal
 
@@ -304,8 +306,6 @@ class GNM(nn.Module):
         z_pres = torch.distributions.Bernoulli(logits=p["pres_logits"]).sample()
         p_bg_mean, p_bg_std = post["p_bg"]
         from_prior = self.render(z_pres, z["where"], z["depth"], z["what"], p_bg_mean + p_bg_std * torch.randn_like(p_bg_std))
-        from models.gnm_render import draw_boxes
-
         return {
             "reconstruction": out["reconstruction"],
             "boxes": draw_boxes(image, out["boxes"], out["z_pres"] > 0.5),
