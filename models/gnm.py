@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal, RelaxedBernoulli
 
-from models.gnm_nets import BackgroundDecoder, GlimpseDecoder, ImageEncoder, LocalLatentHead, StructDRAW, gaussian_params, mlp
+from models.gnm_nets import (
+    BackgroundDecoder, GlimpseDecoder, ImageEncoder, LocalLatentHead, StructDRAW, gaussian_params, mlp,
+)
 from models.gnm_render import (
     boxes_from_where, composite, decode_where, draw_boxes, masks_with_background, num_upsamplings, paste,
 )
@@ -117,8 +119,10 @@ def check_config(config: GNMConfig) -> None:
     for name in SCHEDULES:
         values = getattr(config, name)
         if len(values) not in (1, 4):
-            raise UserError(f"--{name} takes 1 value (constant) or 4 (start_value end_value start_step end_step), got {len(values)}")
-        if len(values) == 4 and (values[2] < 0 or values[3] < 0 or values[2] != int(values[2]) or values[3] != int(values[3])):
+            raise UserError(
+                f"--{name} takes 1 value (constant) or 4 (start_value end_value start_step end_step), got {len(values)}"
+            )
+        if len(values) == 4 and any(v < 0 or v != int(v) for v in values[2:]):
             raise UserError(f"--{name}: the start and end steps must be whole numbers >= 0, got {values[2]} and {values[3]}")
         low = min(values[:2])
         if name == "tau_pres" and low <= 0:
@@ -127,6 +131,11 @@ def check_config(config: GNMConfig) -> None:
             raise UserError("--p_pres_prior must stay inside (0, 1) (it is a Bernoulli probability)")
         if name.startswith("beta") and low < 0:
             raise UserError(f"--{name} must not be negative")
+
+
+def sample_normal(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Reparameterised sample of N(mean, std^2)."""
+    return mean + std * torch.randn_like(std)
 
 
 def gaussian_kl(q_mean: torch.Tensor, q_std: torch.Tensor, p_mean: torch.Tensor, p_std: torch.Tensor) -> torch.Tensor:
@@ -205,7 +214,7 @@ class GNM(nn.Module):
 
     @staticmethod
     def _sample_gaussians(stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: stats[f"{k}_mean"] + stats[f"{k}_std"] * torch.randn_like(stats[f"{k}_std"]) for k in ("where", "depth", "what")}
+        return {k: sample_normal(stats[f"{k}_mean"], stats[f"{k}_std"]) for k in ("where", "depth", "what")}
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         image = batch["image"]
@@ -219,7 +228,7 @@ class GNM(nn.Module):
             force_alpha = CURRICULUM_ALPHA
         z = self._sample_gaussians(q)
         q_bg_mean, q_bg_std = post["q_bg"]
-        z_bg = q_bg_mean + q_bg_std * torch.randn_like(q_bg_std)
+        z_bg = sample_normal(q_bg_mean, q_bg_std)
         rendered = self.render(z_pres, z["where"], z["depth"], z["what"], z_bg, force_alpha)
         recon = rendered["image"]
 
@@ -254,7 +263,8 @@ class GNM(nn.Module):
         kl = {"kl_global": gaussian_kl(draw["q_mean"], draw["q_std"], draw["p_mean"], draw["p_std"]).flatten(1).sum(1)}
         kl["kl_pres"] = bernoulli_kl(q["pres_logits"], p["pres_logits"]).sum(1)
         for name in ("where", "depth", "what"):
-            kl[f"kl_{name}"] = gaussian_kl(q[f"{name}_mean"], q[f"{name}_std"], p[f"{name}_mean"], p[f"{name}_std"]).sum((1, 2))
+            kl_cells = gaussian_kl(q[f"{name}_mean"], q[f"{name}_std"], p[f"{name}_mean"], p[f"{name}_std"])
+            kl[f"kl_{name}"] = kl_cells.sum((1, 2))
         (q_bg_mean, q_bg_std), (p_bg_mean, p_bg_std) = post["q_bg"], post["p_bg"]
         kl["kl_bg"] = gaussian_kl(q_bg_mean, q_bg_std, p_bg_mean, p_bg_std).sum(1)
         # Auxiliary KLs to fixed priors; the per-cell ones count only where an object is present.
@@ -265,7 +275,8 @@ class GNM(nn.Module):
         kl["aux_kl_where"] = (aux_where * weight).sum((1, 2))
         for name in ("depth", "what"):
             mean, std = q[f"{name}_mean"], q[f"{name}_std"]
-            kl[f"aux_kl_{name}"] = (gaussian_kl(mean, std, torch.zeros_like(mean), torch.ones_like(std)) * weight).sum((1, 2))
+            aux = gaussian_kl(mean, std, torch.zeros_like(mean), torch.ones_like(std))
+            kl[f"aux_kl_{name}"] = (aux * weight).sum((1, 2))
         kl["aux_kl_bg"] = gaussian_kl(q_bg_mean, q_bg_std, torch.zeros_like(q_bg_mean), torch.ones_like(q_bg_std)).sum(1)
         return kl
 
@@ -283,13 +294,14 @@ class GNM(nn.Module):
                      - Normal(draw["q_mean"], draw["q_std"]).log_prob(draw["z"])).flatten(1).sum(1)
         pres_q = torch.distributions.Bernoulli(logits=q["pres_logits"])
         z_pres = pres_q.sample()
-        log_ratio += (torch.distributions.Bernoulli(logits=p["pres_logits"]).log_prob(z_pres) - pres_q.log_prob(z_pres)).sum(1)
+        pres_p = torch.distributions.Bernoulli(logits=p["pres_logits"])
+        log_ratio += (pres_p.log_prob(z_pres) - pres_q.log_prob(z_pres)).sum(1)
         z = self._sample_gaussians(q)
         for name in ("where", "depth", "what"):
             log_ratio += (Normal(p[f"{name}_mean"], p[f"{name}_std"]).log_prob(z[name])
                           - Normal(q[f"{name}_mean"], q[f"{name}_std"]).log_prob(z[name])).sum((1, 2))
         (q_bg_mean, q_bg_std), (p_bg_mean, p_bg_std) = post["q_bg"], post["p_bg"]
-        z_bg = q_bg_mean + q_bg_std * torch.randn_like(q_bg_std)
+        z_bg = sample_normal(q_bg_mean, q_bg_std)
         log_ratio += (Normal(p_bg_mean, p_bg_std).log_prob(z_bg) - Normal(q_bg_mean, q_bg_std).log_prob(z_bg)).sum(1)
         recon = self.render(z_pres, z["where"], z["depth"], z["what"], z_bg)["image"]
         log_like = Normal(recon, self.config.likelihood_sigma).log_prob(image).flatten(1).sum(1)
@@ -305,7 +317,7 @@ class GNM(nn.Module):
         z = self._sample_gaussians(p)
         z_pres = torch.distributions.Bernoulli(logits=p["pres_logits"]).sample()
         p_bg_mean, p_bg_std = post["p_bg"]
-        from_prior = self.render(z_pres, z["where"], z["depth"], z["what"], p_bg_mean + p_bg_std * torch.randn_like(p_bg_std))
+        from_prior = self.render(z_pres, z["where"], z["depth"], z["what"], sample_normal(p_bg_mean, p_bg_std))
         return {
             "reconstruction": out["reconstruction"],
             "boxes": draw_boxes(image, out["boxes"], out["z_pres"] > 0.5),
@@ -321,7 +333,7 @@ class GNM(nn.Module):
         z = self._sample_gaussians(p)
         z_pres = torch.distributions.Bernoulli(logits=p["pres_logits"]).sample()
         p_bg_mean, p_bg_std = gaussian_params(self.bg_prior(draw["z"].flatten(1)))
-        return self.render(z_pres, z["where"], z["depth"], z["what"], p_bg_mean + p_bg_std * torch.randn_like(p_bg_std))["image"]
+        return self.render(z_pres, z["where"], z["depth"], z["what"], sample_normal(p_bg_mean, p_bg_std))["image"]
 
 
 @torch.no_grad()
@@ -352,14 +364,18 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     """GNM model and loss flags (defaults: spec 3.2-3.4, arrow/CLEVR config)."""
     group = parser.add_argument_group("GNM model")
     defaults = GNMConfig()
-    group.add_argument("--grid_size", type=int, default=defaults.grid_size, help="cells per side of the symbolic map (max objects = grid_size^2)")
-    group.add_argument("--enc_dim", type=int, default=defaults.enc_dim, help="channels of the image encoding, canvas and latent head")
+    group.add_argument("--grid_size", type=int, default=defaults.grid_size,
+                       help="cells per side of the symbolic map (max objects = grid_size^2)")
+    group.add_argument("--enc_dim", type=int, default=defaults.enc_dim,
+                       help="channels of the image encoding, canvas and latent head")
     group.add_argument("--draw_hidden", type=int, default=defaults.draw_hidden, help="StructDRAW ConvLSTM hidden channels")
     group.add_argument("--draw_steps", type=int, default=defaults.draw_steps, help="StructDRAW steps")
     group.add_argument("--z_global_dim", type=int, default=defaults.z_global_dim, help="global latent size per draw step")
-    group.add_argument("--z_what_dim", type=int, default=defaults.z_what_dim, help="appearance latent per cell (64 CLEVR/arrow, 20 MNIST)")
+    group.add_argument("--z_what_dim", type=int, default=defaults.z_what_dim,
+                       help="appearance latent per cell (64 CLEVR/arrow, 20 MNIST)")
     group.add_argument("--z_bg_dim", type=int, default=defaults.z_bg_dim, help="background latent size")
-    group.add_argument("--mlp_hidden", type=int, default=defaults.mlp_hidden, help="width of the StructDRAW and background MLPs")
+    group.add_argument("--mlp_hidden", type=int, default=defaults.mlp_hidden,
+                       help="width of the StructDRAW and background MLPs")
     group.add_argument("--likelihood_sigma", type=float, default=defaults.likelihood_sigma,
                        help="std of the Gaussian likelihood: 0.2 arrow, 0.4 CLEVR6, 0.7 ClevrTex (spec 3.4)")
     group.add_argument("--curriculum_steps", type=int, default=defaults.curriculum_steps,

@@ -23,7 +23,8 @@ def straight_through_clamp(x: torch.Tensor, low: float, high: float) -> torch.Te
 
 def cell_offsets(grid_size: int, device: torch.device | None = None) -> torch.Tensor:
     """Column and row index of every cell, raster order: [G*G, 2] as (x = column, y = row)."""
-    rows, cols = torch.meshgrid(torch.arange(grid_size, device=device), torch.arange(grid_size, device=device), indexing="ij")
+    index = torch.arange(grid_size, device=device)
+    rows, cols = torch.meshgrid(index, index, indexing="ij")
     return torch.stack([cols.flatten(), rows.flatten()], dim=-1).float()
 
 
@@ -105,7 +106,9 @@ def boxes_from_where(size: torch.Tensor, centre: torch.Tensor, image_size: int) 
     return torch.cat([middle - half, middle + half], dim=-1)
 
 
-def draw_boxes(images: torch.Tensor, boxes: torch.Tensor, keep: torch.Tensor, colour: tuple[float, float, float] = (1.0, 0.0, 0.0)) -> torch.Tensor:
+def draw_boxes(
+    images: torch.Tensor, boxes: torch.Tensor, keep: torch.Tensor, colour: tuple[float, float, float] = (1.0, 0.0, 0.0)
+) -> torch.Tensor:
     """Draw 1-pixel rectangle outlines on images [B, 3, H, W] for boxes [B, N, 4] where keep [B, N] is true."""
     out = images.detach().float().cpu().clone()
     h, w = out.shape[-2:]
