@@ -9,7 +9,7 @@ from utils.errors import UserError
 
 # Every method that build_model can rebuild (add a name here with its branch below); tools such as
 # predict.py derive what they accept from this tuple.
-METHODS: tuple[str, ...] = ("spot", "slate", "adaslot", "slotcon", "slotfa", "smtc")
+METHODS: tuple[str, ...] = ("spot", "slate", "adaslot", "slotcon", "slotfa", "smtc", "gnm")
 
 
 def encoder_fingerprint(encoder: nn.Module) -> float:
@@ -68,4 +68,8 @@ def build_model(method: str, model_config: dict[str, Any], encoder_spec: dict[st
         from models.smtc import SMTC, SMTCConfig
 
         return SMTC(build_encoder_from_spec(encoder_spec), SMTCConfig(**model_config))
+    if method == "gnm":
+        from models.gnm import GNM, GNMConfig
+
+        return GNM(GNMConfig(**model_config))
     raise UserError(f"checkpoint of method {method!r} cannot be built by this version of the code")

@@ -183,8 +183,12 @@ def _new_run(args: argparse.Namespace) -> Path:
     return run_dir
 
 
-def parse_train_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, Path, dict | None]:
+def parse_train_args(
+    parser: argparse.ArgumentParser, argv: list[str] | None, extra_runtime_flags: tuple[str, ...] = ()
+) -> tuple[argparse.Namespace, Path, dict | None]:
     """Parse flags; on resume, take the run's recorded flags (plus runtime overrides).
+
+    ``extra_runtime_flags`` names a method's own flags that may also change on resume.
 
     Returns (args, run folder, checkpoint or None). A fresh run gets a new timestamped folder
     with ``args.yaml``; a resumed run continues in its own folder (from step 0 when it was
@@ -229,14 +233,15 @@ def parse_train_args(parser: argparse.ArgumentParser, argv: list[str] | None) ->
             f"are unknown here); resume it with the script that trained it"
         )
     typed = explicit_flags(parser, argv)
-    for name in sorted(typed - set(RUNTIME_FLAGS) - set(RESUME_FLAGS)):
+    runtime = (*RUNTIME_FLAGS, *extra_runtime_flags)
+    for name in sorted(typed - set(runtime) - set(RESUME_FLAGS)):
         if recorded.get(name) != getattr(args, name):
             raise UserError(
                 f"--{name} {getattr(args, name)} differs from the resumed run ({recorded.get(name)}); "
-                f"only {', '.join('--' + f for f in RUNTIME_FLAGS)} may change on resume"
+                f"only {', '.join('--' + f for f in runtime)} may change on resume"
             )
     merged: dict[str, Any] = dict(recorded)
-    for name in RUNTIME_FLAGS:
+    for name in runtime:
         if name in typed or name not in merged:
             merged[name] = getattr(args, name)
     for name in vars(args):  # flags added to the script after the run was started

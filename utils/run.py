@@ -71,18 +71,17 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> s
     """Names of the flags the user actually typed (as opposed to defaults)."""
     actions = parser._actions  # noqa: SLF001 - argparse has no public accessor
     saved = [action.default for action in actions]
-    # parser.set_defaults() values would otherwise count as typed.
-    parser_defaults, parser._defaults = parser._defaults, {}  # noqa: SLF001
+    # set_defaults() values live in parser._defaults too and would otherwise count as typed.
+    saved_parser_defaults = dict(parser._defaults)  # noqa: SLF001
     try:
         for action in actions:
             action.default = argparse.SUPPRESS
-        parser._defaults = {}  # noqa: SLF001
+        parser._defaults.clear()  # noqa: SLF001
         typed, _ = parser.parse_known_args(argv)
     finally:
-        parser._defaults = parser_defaults  # noqa: SLF001
         for action, default in zip(actions, saved):
             action.default = default
-        parser._defaults = parser_defaults  # noqa: SLF001
+        parser._defaults.update(saved_parser_defaults)  # noqa: SLF001
     return set(vars(typed))
 
 

@@ -142,3 +142,34 @@ class WarmupCosineFrom:
         decay = max(self.total_steps - self.warmup_steps, 1)
         t = min(step - self.warmup_steps, decay) / decay
         return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * t))
+
+
+class LinearAnneal:
+    """A value that moves linearly from ``start_value`` to ``end_value`` between two steps.
+
+    At or before ``start_step`` it is ``start_value``, at or after ``end_step`` it is
+    ``end_value``, linear in between. ``end_step <= start_step`` means "constant start value"
+    (GNM's convention: an end step of 0 keeps the start value for the whole run).
+    """
+
+    def __init__(self, start_value: float, end_value: float, start_step: int = 0, end_step: int = 0) -> None:
+        self.start_value, self.end_value = float(start_value), float(end_value)
+        self.start_step, self.end_step = int(start_step), int(end_step)
+
+    @classmethod
+    def from_values(cls, values: list[float] | tuple[float, ...]) -> "LinearAnneal":
+        """``[value]`` (constant) or ``[start_value, end_value, start_step, end_step]``."""
+        if len(values) == 1:
+            return cls(values[0], values[0])
+        if len(values) != 4:
+            raise ValueError(f"expected 1 or 4 values (start end start_step end_step), got {len(values)}")
+        start_value, end_value, start_step, end_step = values
+        return cls(start_value, end_value, int(start_step), int(end_step))
+
+    def __call__(self, step: int) -> float:
+        if self.end_step <= self.start_step or step <= self.start_step:
+            return self.start_value
+        if step >= self.end_step:
+            return self.end_value
+        progress = (step - self.start_step) / (self.end_step - self.start_step)
+        return self.start_value + progress * (self.end_value - self.start_value)

@@ -2,6 +2,8 @@
 
 A method provides a model whose ``forward(batch)`` returns a dict with ``loss`` (scalar to
 minimise), ``losses`` (detached scalars to log) and ``masks`` (dict of [B, K, h, w] soft masks).
+A model whose behaviour follows the training step (annealed loss weights, curricula) defines
+``set_step(step)``; the loop calls it before every forward pass and before saving.
 The loop handles the LR schedule per step, gradient clipping, periodic evaluation and mask
 visualisations, TensorBoard and ``metrics.jsonl``, atomic checkpoints and exact resume.
 
@@ -224,6 +226,7 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         """The checkpoint contents (a collective under DDP: every rank must call it)."""
         rng = capture_rng()
+        self.sync_model_step()  # a model's recorded step (if it keeps one) matches the checkpoint's
         return {
             **self.meta,
             "model": model_state(self.model),
@@ -276,9 +279,17 @@ class Trainer:
             self.scaler.load_state_dict(checkpoint["scaler"])
         self.resumed = True
 
+    def sync_model_step(self) -> None:
+        """Tell a model whose behaviour follows the training step (schedules, curricula) the
+        current step: models that define ``set_step(step)`` get it before every forward pass."""
+        set_step = getattr(self.model, "set_step", None)
+        if callable(set_step):
+            set_step(self.step)
+
     # --- evaluation ----------------------------------------------------------------------------
     def evaluate(self, visualize: bool) -> dict[str, Any]:
         assert self.val_set is not None
+        self.sync_model_step()
         # Under DDP each rank scores its shard of the validation set and the metric sums and
         # counts are added over ranks (in ``evaluate``): every sample counts exactly once.
         sampler = distributed.ShardSampler(len(self.val_set)) if self.world_size > 1 else None
@@ -429,8 +440,7 @@ class Trainer:
             raise ValueError(f"the LR schedule gave {len(lrs)} rates for {len(groups)} parameter groups")
         for group, lr in zip(groups, lrs):
             group["lr"] = lr
-        if hasattr(self.model, "set_step"):
-            self.model.set_step(self.step)
+        self.sync_model_step()
         # Position in training, for models with schedules of their own (e.g. SPOT stage 2's CE weight);
         # the loss comes out of the DDP-wrapped forward.
         with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.use_amp):

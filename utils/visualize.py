@@ -213,3 +213,17 @@ def save_prototype_grid(path: str | os.PathLike, images: torch.Tensor, claimed: 
             top, left = pad + r * (h + pad), pad + c * (w + pad)
             canvas[:, top : top + h, left : left + w] = tinted[r, c]
     to_pil(canvas).save(path)
+
+
+def save_image_grid(path: str | os.PathLike, rows: dict[str, torch.Tensor], max_images: int = 8, min_tile: int = 128) -> None:
+    """Write a PNG with one row per entry of ``rows`` (name -> images [B, 3, H, W] in [0, 1]),
+    images side by side; small images are enlarged (nearest) to at least ``min_tile`` pixels."""
+    lines = []
+    for images in rows.values():
+        images = images[:max_images].detach().float().cpu().clamp(0, 1)
+        scale = max(1, -(-min_tile // images.shape[-2]))
+        if scale > 1:
+            images = F.interpolate(images, scale_factor=scale, mode="nearest")
+        lines.append(torch.cat(list(images), dim=2))
+    grid = torch.cat(lines, dim=1)
+    Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
