@@ -62,7 +62,6 @@ def main(argv: list[str] | None = None) -> dict:
     device = select_device(args.device)
     model = GNM(config).to(device)
     train_set, val_set = build_datasets(args, run_dir)
-    train_set = limit(train_set, args.train_samples)
 
     optimizer = torch.optim.RMSprop(model.parameters(), lr=args.lr_main)
     cfg = TrainConfig(
