@@ -401,7 +401,7 @@ class FrozenViT(nn.Module):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images [B, 3, H, W], got {tuple(images.shape)}")
         gh, gw = self.token_grid((images.shape[-2], images.shape[-1]))
-        k = self._first_trainable_block()
+        k = self.first_trainable_block()
         grad_wanted = torch.is_grad_enabled()
         with torch.no_grad():
             x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)

@@ -37,11 +37,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def torchrun(nproc: int, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    """Launch train_spot.py under torchrun on 127.0.0.1 (gloo on the CPU)."""
+def torchrun(nproc: int, *args: str, timeout: float = 240, script: str = "train_spot.py") -> subprocess.CompletedProcess:
+    """Launch a training script under torchrun on 127.0.0.1 (gloo on the CPU)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "train_spot.py", *args]
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), script, *args]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
