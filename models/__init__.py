@@ -1,7 +1,9 @@
 """Model registry: a checkpoint records ``method``, ``model_config`` and ``encoder``; this rebuilds it."""
 from __future__ import annotations
 
-from typing import Any
+import argparse
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from torch import nn
 
@@ -39,10 +41,64 @@ def build_encoder_from_spec(spec: dict[str, Any]):
     return encoder
 
 
-def build_model(method: str, model_config: dict[str, Any], encoder_spec: dict[str, Any]) -> nn.Module:
-    """Rebuild a model from the records stored in its checkpoint."""
-    if method == "spot":
-        from models.spot import SPOT, SPOTConfig
+@dataclass(frozen=True)
+class MethodSpec:
+    """How to rebuild and evaluate one method's checkpoints.
 
-        return SPOT(build_encoder_from_spec(encoder_spec), SPOTConfig(**model_config))
-    raise UserError(f"checkpoint of method {method!r} cannot be built by this version of the code")
+    Attributes:
+        config_cls: the model config dataclass stored (as a dict) in the checkpoint.
+        build: ``(config, encoder_spec) -> model``; ``encoder_spec`` is None for pixel models.
+        add_model_args: adds the method's model flags to a parser (eval checks typed ones
+            against the stored config).
+        eval_choices: model flags that choose *how to evaluate* and may differ from training
+            (applied to the config at evaluation, e.g. SPOT's ``eval_permutations``).
+        check_config: raises ``UserError`` on impossible flag combinations (or None).
+    """
+
+    config_cls: type
+    build: Callable[[Any, dict[str, Any] | None], nn.Module]
+    add_model_args: Callable[[argparse.ArgumentParser], None]
+    eval_choices: frozenset[str] = frozenset()
+    check_config: Callable[[Any], None] | None = None
+
+
+def _spot() -> MethodSpec:
+    from models.spot import SPOT, SPOTConfig, add_model_args, check_config
+
+    return MethodSpec(
+        SPOTConfig,
+        lambda config, encoder: SPOT(build_encoder_from_spec(encoder), config),  # type: ignore[arg-type]
+        add_model_args,
+        frozenset({"eval_permutations"}),
+        check_config,
+    )
+
+
+def _slot_attention() -> MethodSpec:
+    from models.slot_attention_ae import SlotAttentionAE, SlotAttentionAEConfig, add_model_args, check_config
+
+    return MethodSpec(SlotAttentionAEConfig, lambda config, encoder: SlotAttentionAE(config), add_model_args,
+                      frozenset(), check_config)
+
+
+# Method name (checkpoint["method"]) -> its spec; functions, so a method's imports load only when used.
+METHODS: dict[str, Callable[[], MethodSpec]] = {
+    "spot": _spot,
+    "slot_attention": _slot_attention,
+}
+
+
+def method_spec(method: str) -> MethodSpec:
+    """The registry entry of ``method``; unknown methods are a ``UserError``."""
+    if method not in METHODS:
+        raise UserError(
+            f"checkpoint of method {method!r} cannot be built by this version of the code "
+            f"(known: {', '.join(METHODS)})"
+        )
+    return METHODS[method]()
+
+
+def build_model(method: str, model_config: dict[str, Any], encoder_spec: dict[str, Any] | None) -> nn.Module:
+    """Rebuild a model from the records stored in its checkpoint."""
+    spec = method_spec(method)
+    return spec.build(spec.config_cls(**model_config), encoder_spec)

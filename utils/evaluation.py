@@ -35,19 +35,21 @@ def evaluate(
     """Score every mask source of ``model`` on ``loader`` (spec section 5.1 pipeline).
 
     Soft masks are upsampled bilinearly to the ground-truth size before the argmax. Metrics of
-    the ``primary_masks`` source carry plain names (``fg_ari``, ``mbo_i``...); the others get a
-    suffix (``fg_ari_slots``). Sampling inside the model (Gaussian slot init, random orderings)
+    the ``primary_masks`` source (the model's first mask source when it has no such source)
+    carry plain names (``fg_ari``, ``mbo_i``...); the others get a suffix (``fg_ari_slots``). Sampling inside the model (Gaussian slot init, random orderings)
     is drawn from a fixed seed so that evaluating one checkpoint twice gives the same numbers,
     without disturbing the training RNG.
 
-    Returns ``{"metrics": {...}, "examples": {...}}`` where examples hold the first images and
-    their label maps for visualisation.
+    Returns ``{"metrics": {...}, "examples": {...}, "visuals": {...}}`` where examples hold the
+    first images and their label maps for visualisation, and visuals the first items of the
+    model's optional ``visuals`` output (images such as reconstructions, for prediction pictures).
     """
     was_training = model.training
     model.eval()
     meters: dict[str, SegmentationMetrics] = {}
     mse_sum, num_images = 0.0, 0
     examples: dict[str, torch.Tensor] = {}
+    visuals: dict[str, torch.Tensor] = {}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
@@ -64,9 +66,13 @@ def evaluate(
                 meter = meters.setdefault(source, SegmentationMetrics())
                 meter.update(labels, gt, batch.get("mask_class"), batch.get("mask_ignore"))
                 _keep(examples, source, labels, keep_examples)
+            for name, values in out.get("visuals", {}).items():
+                _keep(visuals, name, values, keep_examples)
     model.train(was_training)
     results: dict[str, Any] = {"mse": mse_sum / max(num_images, 1), "num_images": num_images}
+    if primary_masks not in meters and meters:
+        primary_masks = next(iter(meters))
     for source, meter in meters.items():
         suffix = "" if source == primary_masks else f"_{source}"
         results.update({f"{name}{suffix}": value for name, value in meter.compute().items()})
-    return {"metrics": results, "examples": examples}
+    return {"metrics": results, "examples": examples, "visuals": visuals}
