@@ -38,8 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--scheduler_gamma", type=float, default=0.5)
     group.add_argument("--weight_decay", type=float, default=0.0, help="Adam weight decay")
     # The seed's values: 128 px, batch 64, 1000 epochs (max_epochs), no clipping (gradient_clip_val 0).
-    parser.set_defaults(image_size=128, batch_size=64, epochs=1000, clip=0.0, eval_viz_percent=0.1)
-    for action in parser._actions:  # noqa: SLF001 - reword the shared help for this recipe
+    # Set on the actions, not with set_defaults (which explicit_flags would take for typed flags).
+    defaults = dict(image_size=128, batch_size=64, epochs=1000, clip=0.0, eval_viz_percent=0.1)
+    for action in parser._actions:  # noqa: SLF001 - argparse has no public accessor
+        if action.dest in defaults:
+            action.default = defaults[action.dest]
         if action.dest == "clip":
             action.help = "gradient clip on the L2 norm; 0 = none (the official recipe)"
     return parser
