@@ -360,6 +360,29 @@ class AutoregressiveDecoder(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
+CONV_INITS: tuple[str, ...] = ("glorot", "kaiming")
+
+
+def init_weights(module: nn.Module, method: str = "glorot") -> None:
+    """Initialise every conv / linear layer of ``module``; biases are zeroed.
+
+    ``glorot``: Keras defaults, as in the official Slot Attention code (glorot-uniform kernels).
+    ``kaiming``: He-uniform for ReLU layers, which keeps the signal's variance through the ReLU
+    stacks (glorot halves it per layer, PyTorch's default divides it by about six, so after the
+    four encoder convs the colour signal is small next to the position embedding).
+    """
+    if method not in CONV_INITS:
+        raise ValueError(f"unknown init {method!r}; expected one of {CONV_INITS}")
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            if method == "glorot":
+                nn.init.xavier_uniform_(m.weight)
+            else:
+                nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 def broadcast_size(image_size: int, num_upsamples: int) -> int:
     """Side of the grid each slot is tiled to: ``image_size / 2**num_upsamples`` (8 for 128 px and 4)."""
     factor = 2**num_upsamples
@@ -389,6 +412,7 @@ class SpatialBroadcastDecoder(nn.Module):
         num_upsamples: stride-2 layers (4).
         kernel_size: kernel of the hidden layers (5).
         out_channels: colour channels (3).
+        init: weight initialisation, see :func:`init_weights`.
     """
 
     def __init__(
@@ -399,6 +423,7 @@ class SpatialBroadcastDecoder(nn.Module):
         num_upsamples: int = 4,
         kernel_size: int = 5,
         out_channels: int = 3,
+        init: str = "glorot",
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
@@ -421,6 +446,7 @@ class SpatialBroadcastDecoder(nn.Module):
             nn.ConvTranspose2d(hidden_channels, out_channels + 1, 3, stride=1, padding=1),
         ]
         self.layers = nn.Sequential(*layers)
+        init_weights(self, init)
 
     def forward(self, slots: torch.Tensor) -> dict[str, torch.Tensor]:
         """Decode slots ``[B, K, Ds]`` into pixels.

@@ -5,7 +5,9 @@ CNN encoder with soft position embedding -> LayerNorm + MLP -> slot attention (t
 compositing -> mean MSE on images scaled to [-1, 1].
 
 Choices where the official TF code and the HHousen port differ (spec pitfall 2): the encoder
-follows the official code (ReLU, LayerNorm before the MLP). ``implicit_grad`` is the first-order
+follows the official code (ReLU, LayerNorm before the MLP), and so does the initialisation
+(Keras defaults: glorot-uniform kernels, zero biases; ``--conv_init kaiming`` is He init, see
+:func:`models.decoders.init_weights`). ``implicit_grad`` is the first-order
 fixed-point gradient (only the last of ``num_iterations`` differentiated); HHousen's variant
 (3 ordinary steps + 1 detached extra step) is ``--num_iterations 4 --implicit_grad``.
 """
@@ -18,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.decoders import SpatialBroadcastDecoder, broadcast_size
+from models.decoders import CONV_INITS, SpatialBroadcastDecoder, broadcast_size, init_weights
 from models.position import SoftPositionEmbed
 from models.slot_attention import SlotAttention
 
@@ -37,6 +39,8 @@ class SlotAttentionAEConfig:
     decoder_upsamples: int = 4
     kernel_size: int = 5
     implicit_grad: bool = False
+    init_method: str = "shared_gaussian"
+    conv_init: str = "glorot"
 
     @classmethod
     def from_args(cls, args: Any) -> "SlotAttentionAEConfig":
@@ -59,6 +63,8 @@ def check_config(config: SlotAttentionAEConfig) -> None:
             f"--image_size {config.image_size} is not divisible by 2**--decoder_upsamples = {factor}; "
             f"use an image size divisible by {factor} or fewer --decoder_upsamples"
         ) from None
+    if config.conv_init not in CONV_INITS:
+        raise UserError(f"--conv_init {config.conv_init} is not one of {', '.join(CONV_INITS)}")
     if config.kernel_size % 2 == 0 or config.kernel_size < 1:
         raise UserError(f"--kernel_size {config.kernel_size} must be odd (same-size padding)")
     for name in ("num_slots", "num_iterations", "slot_size", "mlp_hidden_size", "encoder_channels", "decoder_channels"):
@@ -72,7 +78,9 @@ class CNNEncoder(nn.Module):
     images [B, 3, H, W] in [-1, 1] -> features [B, H*W, C].
     """
 
-    def __init__(self, image_size: int, channels: int = 64, kernel_size: int = 5, num_layers: int = 4) -> None:
+    def __init__(
+        self, image_size: int, channels: int = 64, kernel_size: int = 5, num_layers: int = 4, init: str = "glorot"
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_channels = 3
@@ -83,6 +91,7 @@ class CNNEncoder(nn.Module):
         self.pos_embed = SoftPositionEmbed(channels, image_size, image_size)
         self.norm = nn.LayerNorm(channels)
         self.mlp = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(inplace=True), nn.Linear(channels, channels))
+        init_weights(self, init)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.pos_embed(self.convs(images))  # [B, C, H, W]
@@ -104,13 +113,14 @@ class SlotAttentionAE(nn.Module):
         super().__init__()
         check_config(config)
         self.config = config
-        self.encoder = CNNEncoder(config.image_size, config.encoder_channels, config.kernel_size)
+        self.encoder = CNNEncoder(config.image_size, config.encoder_channels, config.kernel_size, init=config.conv_init)
         self.slot_attention = SlotAttention(
             input_dim=config.encoder_channels,
             slot_dim=config.slot_size,
             num_slots=config.num_slots,
             num_iterations=config.num_iterations,
             mlp_hidden_dim=config.mlp_hidden_size,
+            init_method=config.init_method,  # type: ignore[arg-type]
             truncate="fixed-point" if config.implicit_grad else "none",
         )
         self.decoder = SpatialBroadcastDecoder(
@@ -119,6 +129,7 @@ class SlotAttentionAE(nn.Module):
             hidden_channels=config.decoder_channels,
             num_upsamples=config.decoder_upsamples,
             kernel_size=config.kernel_size,
+            init=config.conv_init,
         )
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -148,6 +159,7 @@ class SlotAttentionAE(nn.Module):
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """Slot Attention model flags (names and defaults of the seed's params file, spec 1.4)."""
+    from models.slot_attention import INIT_METHODS
     from utils.run import str2bool
 
     group = parser.add_argument_group("model")
@@ -162,3 +174,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--kernel_size", type=int, default=5, help="kernel of the encoder convs and hidden decoder layers")
     group.add_argument("--implicit_grad", type=str2bool, default=False,
                        help="first-order fixed-point gradient: only the last iteration is differentiated")
+    group.add_argument("--conv_init", default="glorot", choices=CONV_INITS,
+                       help="encoder/decoder weights: glorot (Keras defaults, the official code) or kaiming (He)")
+    group.add_argument("--init_method", default="shared_gaussian", choices=INIT_METHODS,
+                       help="initial slots: one learned Gaussian sampled per slot (paper) or K learned embeddings")

@@ -11,7 +11,7 @@ from models.slot_attention import SlotAttention
 from models.slot_attention_ae import SlotAttentionAE, SlotAttentionAEConfig, check_config
 from utils.errors import UserError
 
-TINY = dict(num_slots=3, slot_size=8, mlp_hidden_size=16, encoder_channels=8, decoder_channels=8)
+TINY = dict(num_slots=3, slot_size=8, mlp_hidden_size=16, encoder_channels=8, decoder_channels=8, kernel_size=3)
 
 
 def tiny_model(image_size: int = 16, **kw) -> SlotAttentionAE:
@@ -146,3 +146,24 @@ def test_registry_rebuilds_the_model_from_its_config():
     assert rebuilt.config == model.config
     with pytest.raises(UserError, match="method 'no_such_method' cannot be built"):
         build_model("no_such_method", {}, None)
+
+
+def test_conv_init_glorot_by_default_and_kaiming_keeps_the_signal():
+    from models.decoders import init_weights
+
+    torch.manual_seed(0)
+    stack = torch.nn.Sequential(*[m for _ in range(4) for m in (torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.ReLU())])
+    x = torch.randn(4, 32, 16, 16)
+    spreads = {}
+    for method in ("glorot", "kaiming"):
+        init_weights(stack, method)
+        assert all(float(m.bias.abs().sum()) == 0 for m in stack if isinstance(m, torch.nn.Conv2d))
+        with torch.no_grad():
+            spreads[method] = float(stack(x).pow(2).mean())
+    # Glorot halves the second moment per ReLU layer, He keeps it (about 1 after 4 layers).
+    assert spreads["glorot"] < 0.2 < 0.5 < spreads["kaiming"] < 2
+    model = tiny_model()
+    bound = (6 / (3 * 9 + 8 * 9)) ** 0.5  # glorot-uniform bound of the first 3x3 conv, 3 -> 8 channels
+    assert model.config.conv_init == "glorot" and float(model.encoder.convs[0].weight.abs().max()) <= bound
+    with pytest.raises(UserError, match="--conv_init"):
+        check_config(SlotAttentionAEConfig(conv_init="normal"))
