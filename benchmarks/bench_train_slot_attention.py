@@ -30,8 +30,8 @@ from utils.train import Trainer, TrainConfig  # noqa: E402
 
 SEED_CONFIG = dict(image_size=128, num_slots=7, batch_size=64)
 # Keep in step with scripts/quickstart.sh.
-CPU_CONFIG = dict(image_size=64, num_slots=7, batch_size=16, encoder_channels=32, decoder_channels=32,
-                  decoder_upsamples=3, kernel_size=3)
+CPU_CONFIG = dict(image_size=32, num_slots=7, batch_size=8, encoder_channels=32, decoder_channels=32,
+                  decoder_upsamples=2, kernel_size=3, conv_init="kaiming")
 CONFIGS = {"seed": SEED_CONFIG, "cpu": CPU_CONFIG}
 
 

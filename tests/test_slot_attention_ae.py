@@ -157,13 +157,13 @@ def test_conv_init_glorot_by_default_and_kaiming_keeps_the_signal():
     spreads = {}
     for method in ("glorot", "kaiming"):
         init_weights(stack, method)
-        assert all(float(m.bias.abs().sum()) == 0 for m in stack if isinstance(m, torch.nn.Conv2d))
+        assert all(float(m.bias.detach().abs().sum()) == 0 for m in stack if isinstance(m, torch.nn.Conv2d))
         with torch.no_grad():
             spreads[method] = float(stack(x).pow(2).mean())
     # Glorot halves the second moment per ReLU layer, He keeps it (about 1 after 4 layers).
     assert spreads["glorot"] < 0.2 < 0.5 < spreads["kaiming"] < 2
     model = tiny_model()
     bound = (6 / (3 * 9 + 8 * 9)) ** 0.5  # glorot-uniform bound of the first 3x3 conv, 3 -> 8 channels
-    assert model.config.conv_init == "glorot" and float(model.encoder.convs[0].weight.abs().max()) <= bound
+    assert model.config.conv_init == "glorot" and float(model.encoder.convs[0].weight.detach().abs().max()) <= bound
     with pytest.raises(UserError, match="--conv_init"):
         check_config(SlotAttentionAEConfig(conv_init="normal"))

@@ -1,8 +1,11 @@
 """Slow: Slot Attention with the paper's architecture discovers objects in the shapes scenes.
 
-On ``shapes`` at 64x64 the paper's CNNs (64 channels, 5x5 kernels, 7 slots, 3 iterations) must
-reach FG-ARI >= 0.5 on 256 held-out scenes within about 30 CPU minutes (fixed step count; the
-duration is not asserted). Run with ``pytest -m slow tests/test_slot_attention_slow.py``.
+On ``shapes`` at 64x64, the paper's CNNs (64 channels, 5x5 kernels, 7 slots, 3 iterations;
+4x4 broadcast so the decoder has the paper's four stride-2 layers) must reach FG-ARI >= 0.5 on
+256 held-out scenes after 768 steps of batch 8 (about 30 minutes of one idle CPU core: 0.28 s of
+CPU per 64-px image and training step, measured). Scored on the better of the two mask sources
+(alpha masks, slot-attention weights). He init (``--conv_init kaiming``), the schedule's decay
+spread over the run. Run with ``pytest -m slow tests/test_slot_attention_slow.py``.
 """
 from __future__ import annotations
 
@@ -13,17 +16,15 @@ import pytest
 
 import train_slot_attention
 
-STEPS_PER_EPOCH = 64  # 1024 scenes, batch 16
-
 
 @pytest.mark.slow
 def test_paper_architecture_reaches_fg_ari_on_shapes(tmp_path: Path) -> None:
     train_slot_attention.main([
         "--dataset", "shapes", "--image_size", "64", "--train_samples", "1024", "--val_samples", "256",
-        "--batch_size", "16", "--epochs", "EPOCHS_PLACEHOLDER", "--eval_every", "100", "--num_workers", "0",
-        "--log_path", str(tmp_path),
+        "--batch_size", "8", "--epochs", "6", "--eval_every", "6", "--decay_steps_pct", "1.0",
+        "--conv_init", "kaiming", "--num_workers", "0", "--log_path", str(tmp_path),
     ])
     run = next(p for p in tmp_path.iterdir() if p.is_dir())
     metrics = json.loads((run / "metrics.json").read_text())
-    best = max(metrics["fg_ari"], metrics["fg_ari_slots"])
-    assert best >= 50, metrics
+    assert metrics["step"] == 768
+    assert max(metrics["fg_ari"], metrics["fg_ari_slots"]) >= 50, metrics
