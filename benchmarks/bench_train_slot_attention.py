@@ -4,7 +4,7 @@
 Runs the real training step (forward, backward, Adam) of the shared Trainer on random images,
 so data loading is excluded, for two configurations:
   * ``seed``: the seed's CLEVR6 setting (128 px, batch 64, 7 slots, 64-wide CNNs, 5x5 kernels);
-  * ``cpu``: the quickstart setting of scripts/quickstart.sh (see CPU_CONFIG below).
+  * ``cpu``: a CPU-sized setting (32 px, batch 8, 32-wide CNNs with 3x3 kernels; CPU_CONFIG below).
 Prints images/s, ms/step (wall and CPU) and peak memory for each (on the CPU the peak RSS of
 the process so far: run one configuration per call for separate figures). Examples:
 
@@ -29,7 +29,7 @@ from utils.run import select_device  # noqa: E402
 from utils.train import Trainer, TrainConfig  # noqa: E402
 
 SEED_CONFIG = dict(image_size=128, num_slots=7, batch_size=64)
-# Keep in step with scripts/quickstart.sh.
+# The configuration tried for the CPU quickstart (README, Slot Attention).
 CPU_CONFIG = dict(image_size=32, num_slots=7, batch_size=8, encoder_channels=32, decoder_channels=32,
                   decoder_upsamples=2, kernel_size=3, conv_init="kaiming")
 CONFIGS = {"seed": SEED_CONFIG, "cpu": CPU_CONFIG}
