@@ -1,26 +1,27 @@
 #!/usr/bin/env python
-"""Evaluate a saved SPOT / DINOSAUR checkpoint; writes metrics.json and masks.png beside it.
+"""Evaluate a saved checkpoint of any image slot model; writes metrics.json and masks.png beside it.
 
 Example (SPOT README): python eval_spot.py --dataset coco --data_path /path/to/COCO2017 --num_slots 7 \
     --eval_permutations all --checkpoint_path logs/spot_coco/TIMESTAMP/checkpoint.pt.tar
 
-The model is rebuilt from the configuration stored in the checkpoint; model flags given on the
-command line (as in the SPOT README's commands) are checked against it.
+The checkpoint's ``method`` picks the model (through ``models.METHODS``), which is rebuilt from
+the configuration stored in the checkpoint; the model flags of that method given on the command
+line (as in the SPOT README's commands) are checked against it. Flags that choose how to
+evaluate (SPOT's --eval_permutations) apply to the methods that have them.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from datasets import build_dataset, limit
 from metrics import SegmentationMetrics
 from metrics.baselines import baseline_labels
-from models import build_model
-from models.adaslot import KEEP_RULES, AdaSlotConfig
-from models.spot import SPOTConfig, add_model_args, check_config
+from models import METHODS, MethodSpec, build_model
 from utils.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 from utils.cli import add_data_args, add_encoder_args, data_options, one_line_errors
 from utils.errors import UserError, run_cli
@@ -28,25 +29,29 @@ from utils.evaluation import evaluate
 from utils.logging import METRICS_JSON, get_logger, write_json
 from utils.run import explicit_flags, seed_everything, select_device
 from utils.train import make_loader
-from utils.visualize import save_mask_grid
+from utils.visualize import save_mask_grid, save_prediction_grid
 
 log = get_logger()
 TABLE_METRICS = ("fg_ari", "ari", "mbo_i", "mbo_c", "miou", "corloc")
+MASK_NAMES = {"decoder": "decoder masks", "slots": "slot-attention masks"}
+ENCODER_FLAGS = ("which_encoder", "encoder_weights", "no_pretrained", "finetune_blocks_after", "encoder_final_norm")
+HELP_METHOD = "spot"  # whose model flags --help lists when no checkpoint is given
 # Extra metrics of models that keep/drop slots per image (AdaSlot), printed when present.
 ADAPTIVE_METRICS = ("num_slots_kept", "precision", "recall", "f1", "ami", "nmi", "purity")
-# Flags that choose how to evaluate rather than what the model is.
-EVAL_CHOICES = {"eval_permutations", "keep_rule"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(method: str | None = HELP_METHOD) -> argparse.ArgumentParser:
+    """Common evaluation flags plus the model flags of ``method`` (none for unregistered methods)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint_path", required=True, help="checkpoint.pt.tar or its run folder")
     add_data_args(parser)
     add_encoder_args(parser)
-    add_model_args(parser)
-    # SPOT's eval defaults fit a stage-2 checkpoint (spec 1.3). They are informational: the model is
-    # rebuilt from the checkpoint's configuration, and only flags that are typed are checked against it.
-    parser.set_defaults(truncate="bi-level", init_method="embedding", use_second_encoder=True)
+    if method in METHODS:
+        METHODS[method]().add_model_args(parser)
+    if method == "spot":
+        # Defaults that fit a SPOT stage-2 checkpoint (spec 1.3). Informational: the model is rebuilt
+        # from the checkpoint's configuration, and only typed flags are checked against it.
+        parser.set_defaults(truncate="bi-level", init_method="embedding", use_second_encoder=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval_batch_size", type=int, default=32)
     parser.add_argument("--device", default="auto")
@@ -54,67 +59,90 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--baselines", action="store_true", help="also score one-slot and fixed-grid baselines")
     parser.add_argument("--log_path", default=None, help="folder for metrics.json/masks.png (default: beside the checkpoint)")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--keep_rule", default=None, choices=KEEP_RULES,
-                        help="AdaSlot checkpoints: keep decisions by Gumbel sampling (the original; default) "
-                             "or p_keep > 0.5 (deterministic)")
     return parser
 
 
-def checked_config(args: argparse.Namespace, typed: set[str], checkpoint: dict) -> SPOTConfig | AdaSlotConfig:
+def checked_config(spec: MethodSpec | None, args: argparse.Namespace, typed: set[str], checkpoint: dict) -> Any:
     """The checkpoint's model config with eval choices applied; typed model flags must agree."""
     stored = checkpoint["model_config"]
-    for name in sorted(typed & set(stored) - EVAL_CHOICES):
+    choices = spec.eval_choices if spec is not None else frozenset()
+    for name in sorted(typed & set(stored) - choices):
         if getattr(args, name) != stored[name]:
             raise UserError(
                 f"--{name} {getattr(args, name)} does not match the checkpoint ({stored[name]}); "
                 f"drop the flag or pass --{name} {stored[name]}"
             )
-    if checkpoint["method"] == "adaslot":
-        if "eval_permutations" in typed:
-            raise UserError("--eval_permutations applies to SPOT checkpoints; AdaSlot has an MLP decoder")
-        config = AdaSlotConfig(**stored)
-        if args.keep_rule is not None:
-            config = dataclasses.replace(config, keep_rule=args.keep_rule)
-        return config
-    if "keep_rule" in typed:
-        raise UserError("--keep_rule applies to AdaSlot checkpoints only")
-    config = SPOTConfig(**stored)
-    if "eval_permutations" in typed:
-        config = dataclasses.replace(config, eval_permutations=args.eval_permutations)
-    check_config(config)
+    if spec is None:  # a method that build_model knows but the registry does not: config as stored
+        return dict(stored)
+    config = spec.config_cls(**stored)
+    config = dataclasses.replace(config, **{name: getattr(args, name) for name in choices & typed})
+    if spec.check_config is not None:
+        spec.check_config(config)
     return config
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = build_parser()
-    one_line_errors(parser)
-    args = parser.parse_args(argv)
-    typed = explicit_flags(parser, argv)
-    ckpt_path = resolve_checkpoint(args.checkpoint_path)
+def parse(argv: list[str] | None) -> tuple[argparse.Namespace, set[str], Path, dict]:
+    """Two passes: the checkpoint names the method, whose model flags the second pass accepts."""
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--checkpoint_path")
+    known, _ = first.parse_known_args(argv)
+    if known.checkpoint_path is None:
+        parser = build_parser()
+        one_line_errors(parser)
+        parser.parse_args(argv)  # --help, or the usual "required" error
+    ckpt_path = resolve_checkpoint(known.checkpoint_path)
     checkpoint = load_checkpoint(ckpt_path)
-    if checkpoint["method"] not in ("spot", "adaslot"):
-        raise UserError(f"{ckpt_path} is a {checkpoint['method']} checkpoint; eval_spot.py evaluates SPOT/DINOSAUR/AdaSlot")
-    config = checked_config(args, typed, checkpoint)
-    encoder = dict(checkpoint["encoder"])
-    if args.encoder_weights:
-        encoder["weights_path"] = args.encoder_weights
-    if "which_encoder" in typed and args.which_encoder != encoder["name"]:
-        raise UserError(f"--which_encoder {args.which_encoder} does not match the checkpoint ({encoder['name']})")
+    method = checkpoint["method"]
+    parser = build_parser(method)
+    one_line_errors(parser)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        raise UserError(f"{' '.join(unknown)}: not a flag for evaluating a {method} checkpoint; see --help")
+    return args, explicit_flags(parser, argv), ckpt_path, checkpoint
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args, typed, ckpt_path, checkpoint = parse(argv)
+    method = checkpoint["method"]
+    spec = METHODS[method]() if method in METHODS else None
+    if spec is not None and not spec.image_model:
+        raise UserError(f"{ckpt_path} is a {method} checkpoint of a video model; evaluate it with eval_{method}.py")
+    config = checked_config(spec, args, typed, checkpoint)
+    config_dict = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    encoder = dict(checkpoint["encoder"]) if checkpoint.get("encoder") is not None else None
+    if encoder is None:
+        if typed & set(ENCODER_FLAGS):
+            raise UserError(f"a {method} checkpoint has no pretrained encoder; drop the encoder flags")
+    else:
+        if args.encoder_weights:
+            encoder["weights_path"] = args.encoder_weights
+        if "which_encoder" in typed and args.which_encoder != encoder["name"]:
+            raise UserError(f"--which_encoder {args.which_encoder} does not match the checkpoint ({encoder['name']})")
     seed_everything(args.seed)
     device = select_device(args.device)
-    model = build_model(checkpoint["method"], dataclasses.asdict(config), encoder)
+    model = build_model(method, config_dict, encoder)
     load_model_state(model, checkpoint["model"], source=str(ckpt_path))
     model.to(device)
 
-    dataset = build_dataset(args.dataset, args.split, config.image_size, args.val_mask_size, args.data_path, args.val_samples, args.seed, **data_options(args))
+    image_size = config_dict.get("image_size", args.image_size)
+    dataset = build_dataset(args.dataset, args.split, image_size, args.val_mask_size, args.data_path, args.val_samples,
+                            args.seed, **data_options(args))
     dataset = limit(dataset, args.val_samples)
     loader = make_loader(dataset, args.eval_batch_size, args.num_workers, None, args.seed, False)
-    result = evaluate(model, loader, device, seed=args.seed, progress=not args.no_progress)
-    rows = {"model (decoder masks)": result["metrics"]}
-    if "fg_ari_slots" in result["metrics"]:
-        rows["model (slot-attention masks)"] = {k: result["metrics"].get(f"{k}_slots") for k in TABLE_METRICS}
+    primary_masks = spec.primary_masks if spec is not None else "decoder"
+    result = evaluate(model, loader, device, seed=args.seed, primary_masks=primary_masks, progress=not args.no_progress)
+    examples = result["examples"]
+    sources = [k for k in examples if k not in ("image", "ground truth")]
+    primary = primary_masks if primary_masks in sources else sources[0]
+    rows = {}
+    for source in sources:
+        suffix = "" if source == primary else f"_{source}"
+        rows[f"model ({MASK_NAMES.get(source, source + ' masks')})"] = {
+            k: result["metrics"].get(f"{k}{suffix}") for k in TABLE_METRICS
+        }
+    num_slots = config_dict.get("num_slots", 7)
     if args.baselines:
-        rows.update(score_baselines(loader, config.num_slots))
+        rows.update(score_baselines(loader, num_slots))
     print_table(rows)
     if "num_slots_kept" in result["metrics"]:
         print_table({f"model (keep rule: {result['metrics']['keep_rule']})": result["metrics"]}, ADAPTIVE_METRICS)
@@ -123,11 +151,12 @@ def main(argv: list[str] | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "evaluated_by": "eval_spot.py",
+        "method": method,
         "checkpoint": str(ckpt_path),
         "step": checkpoint.get("step"),
         "dataset": args.dataset,
         "split": args.split,
-        "eval_permutations": getattr(config, "eval_permutations", None),
+        **({"eval_permutations": config_dict["eval_permutations"]} if "eval_permutations" in config_dict else {}),
         "eval_protocol": args.eval_protocol,
         "seed": args.seed,
         **result["metrics"],
@@ -137,10 +166,13 @@ def main(argv: list[str] | None = None) -> dict:
             if name.startswith("baseline"):
                 record.update({f"{name.split(': ')[1]}_{k}": v for k, v in scores.items()})
     write_json(out_dir / METRICS_JSON, record)
-    examples = result["examples"]
     picture = out_dir / "masks.png"
     save_mask_grid(picture, examples["image"], {k: v for k, v in examples.items() if k != "image"})
-    log.info(f"wrote {out_dir / METRICS_JSON} and {picture}")
+    written = [out_dir / METRICS_JSON, picture]
+    if "slot_masks" in result["visuals"]:
+        written.append(out_dir / "predictions.png")
+        save_prediction_grid(written[-1], examples["image"], result["visuals"])
+    log.info(f"wrote {', '.join(str(p) for p in written)}")
     return record
 
 
@@ -160,8 +192,12 @@ def print_table(rows: dict[str, dict[str, float]], columns: tuple[str, ...] = TA
     widths = [max(7, len(m)) for m in columns]
     print(f"{'':{width}}  " + "  ".join(f"{m:>{w}}" for m, w in zip(columns, widths)))
     for name, scores in rows.items():
-        cells = "  ".join(f"{scores.get(m, float('nan')):{w}.2f}" for m, w in zip(columns, widths))
+        cells = "  ".join(f"{_number(scores.get(m)):{w}.2f}" for m, w in zip(columns, widths))
         print(f"{name:{width}}  {cells}")
+
+
+def _number(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
 if __name__ == "__main__":

@@ -63,6 +63,9 @@ def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn
     if method not in METHODS:
         raise UserError(f"{ckpt_path} is a {method!r} checkpoint, which predict.py cannot render; "
                         f"this version of the code rebuilds {', '.join(METHODS)}")
+    if not METHODS[method]().image_model:
+        raise UserError(f"{ckpt_path} is a {method} checkpoint of a video model; predict.py renders image models "
+                        f"(evaluate it with eval_{method}.py)")
     size = checkpoint.get("model_config", {}).get("image_size") or (checkpoint.get("args") or {}).get("image_size")
     if not size:
         raise UserError(f"{ckpt_path} records no image_size; it was not written by this project's training scripts")
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             inputs = torch.stack([to_model_input(image, size, args.resize) for _, _, image in batch]).to(device)
             out = model({"image": inputs})
-            source = source or pick_mask_source(out, args.masks, method)
+            source = source or pick_mask_source(out, args.masks or METHODS[method]().primary_masks, method, typed=args.masks is not None)
             masks, keep = out["masks"][source].float().cpu(), out.get("slot_keep")
             num_slots = masks.shape[1]
             for i, (path, name, image) in enumerate(batch):

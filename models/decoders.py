@@ -1,9 +1,12 @@
-"""Decoders for DINOSAUR / SPOT (spec section 2.3) and SLATE (spec sa_slate_gnm.md 2.3).
+"""Slot decoders: feature decoders for DINOSAUR / SPOT (spec section 2.3), SLATE's token decoder
+(spec sa_slate_gnm.md 2.3) and Slot Attention's pixel decoder.
 
 * :class:`MLPDecoder` -- DINOSAUR's spatial-broadcast MLP decoder with alpha masks.
 * :class:`AutoregressiveDecoder` -- the SLATE transformer decoder with teacher forcing, used by
   SPOT over features (one BOS token per patch ordering) and by SLATE over dVAE tokens (with a
   vocabulary head); masks come from the last block's cross-attention.
+* :class:`SpatialBroadcastDecoder` -- Slot Attention's spatial-broadcast CNN decoder of pixels
+  with alpha compositing (spec sa_slate_gnm.md 1.1).
 
 Shape legend: ``B`` batch, ``K`` slots, ``N`` patch tokens, ``D`` feature dim, ``Ds`` slot dim.
 Both decoders return float32 ``reconstruction`` / ``masks`` (softmaxes and mixing are done in
@@ -18,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.permutations import inverse_ordering
+from models.position import SoftPositionEmbed
 
-__all__ = ["MLPDecoder", "AutoregressiveDecoder", "mask_normalized"]
+__all__ = ["MLPDecoder", "AutoregressiveDecoder", "SpatialBroadcastDecoder", "mask_normalized"]
 
 # AdaSlot's epsilon in the renormalisation over kept slots (spec/adaslot.md section 1.4).
 KEEP_RENORM_EPS: float = 1e-5
@@ -391,3 +395,116 @@ class AutoregressiveDecoder(nn.Module):
             recon = recon.index_select(1, inv)
             masks = masks.index_select(1, inv)
         return {"reconstruction": recon, "masks": masks.transpose(1, 2).contiguous()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Spatial-broadcast CNN decoder (Slot Attention)
+# ---------------------------------------------------------------------------------------------
+
+
+CONV_INITS: tuple[str, ...] = ("glorot", "kaiming")
+
+
+def init_weights(module: nn.Module, method: str = "glorot") -> None:
+    """Initialise every conv / linear layer of ``module``; biases are zeroed.
+
+    ``glorot``: Keras defaults, as in the official Slot Attention code (glorot-uniform kernels).
+    ``kaiming``: He-uniform for ReLU layers, which keeps the signal's variance through the ReLU
+    stacks (glorot halves it per layer, PyTorch's default divides it by about six, so after the
+    four encoder convs the colour signal is small next to the position embedding).
+    """
+    if method not in CONV_INITS:
+        raise ValueError(f"unknown init {method!r}; expected one of {CONV_INITS}")
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            if method == "glorot":
+                nn.init.xavier_uniform_(m.weight)
+            else:
+                nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def broadcast_size(image_size: int, num_upsamples: int) -> int:
+    """Side of the grid each slot is tiled to: ``image_size / 2**num_upsamples`` (8 for 128 px and 4)."""
+    factor = 2**num_upsamples
+    if num_upsamples < 0 or image_size % factor:
+        raise ValueError(
+            f"image size {image_size} is not divisible by 2**{num_upsamples} = {factor} "
+            "(the decoder doubles the broadcast grid that many times)"
+        )
+    return image_size // factor
+
+
+class SpatialBroadcastDecoder(nn.Module):
+    """Slot Attention's pixel decoder: each slot is decoded alone into RGB + an alpha logit.
+
+    Every slot is tiled to a ``S x S`` grid with ``S = image_size / 2**num_upsamples`` (8 for
+    the paper's 128 px CLEVR decoder), gets its own soft position embedding, then
+    ``num_upsamples`` ``ConvTranspose2d(k, stride 2)`` + ReLU layers double the grid, one
+    stride-1 ``ConvTranspose2d(k)`` + ReLU follows and a ``ConvTranspose2d(3x3)`` gives 3 colour
+    channels and 1 alpha logit. Alphas are softmaxed over slots (fp32); the reconstruction is
+    ``sum_k alpha_k * rgb_k``. ``num_upsamples=0`` broadcasts at full resolution (the paper's
+    decoder for the sprite datasets has that shape).
+
+    Args:
+        slot_dim: ``Ds``.
+        image_size: output side ``H = W``.
+        hidden_channels: width of every hidden layer (64).
+        num_upsamples: stride-2 layers (4).
+        kernel_size: kernel of the hidden layers (5).
+        out_channels: colour channels (3).
+        init: weight initialisation, see :func:`init_weights`.
+    """
+
+    def __init__(
+        self,
+        slot_dim: int,
+        image_size: int,
+        hidden_channels: int = 64,
+        num_upsamples: int = 4,
+        kernel_size: int = 5,
+        out_channels: int = 3,
+        init: str = "glorot",
+    ) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.image_size, self.out_channels = image_size, out_channels
+        self.broadcast = broadcast_size(image_size, num_upsamples)
+        self.pos_embed = SoftPositionEmbed(slot_dim, self.broadcast, self.broadcast)
+        pad = kernel_size // 2
+        layers: list[nn.Module] = []
+        channels = slot_dim
+        for _ in range(num_upsamples):
+            layers += [
+                nn.ConvTranspose2d(channels, hidden_channels, kernel_size, stride=2, padding=pad, output_padding=1),
+                nn.ReLU(inplace=True),
+            ]
+            channels = hidden_channels
+        layers += [
+            nn.ConvTranspose2d(channels, hidden_channels, kernel_size, stride=1, padding=pad),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(hidden_channels, out_channels + 1, 3, stride=1, padding=1),
+        ]
+        self.layers = nn.Sequential(*layers)
+        init_weights(self, init)
+
+    def forward(self, slots: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Decode slots ``[B, K, Ds]`` into pixels.
+
+        Returns:
+            dict with
+              * ``reconstruction``: ``[B, C, H, W]`` (float32),
+              * ``masks``: ``[B, K, H, W]`` alpha masks, summing to 1 over ``K`` (float32),
+              * ``slot_reconstructions``: ``[B, K, C, H, W]`` per-slot colours ``rgb_k``.
+        """
+        B, K, D = slots.shape
+        s = self.broadcast
+        x = slots.reshape(B * K, D, 1, 1).expand(-1, -1, s, s)
+        out = self.layers(self.pos_embed(x))  # [B*K, C+1, H, W]
+        out = out.view(B, K, self.out_channels + 1, *out.shape[-2:])
+        rgb, logits = out.split([self.out_channels, 1], dim=2)
+        alpha = torch.softmax(logits.float(), dim=1)  # [B, K, 1, H, W], over slots
+        recon = (alpha * rgb.float()).sum(dim=1)
+        return {"reconstruction": recon, "masks": alpha.squeeze(2), "slot_reconstructions": rgb}

@@ -62,6 +62,12 @@ class SlotAttention(nn.Module):
         init_method: ``shared_gaussian`` (stochastic) or ``embedding`` (deterministic).
         truncate: gradient truncation applied at the start of the last iteration:
             ``none``, ``fixed-point`` (detach) or ``bi-level`` (detach + straight-through to the init).
+            With either truncation the earlier iterations run under ``no_grad`` (their graph
+            would be discarded anyway), so backward costs one iteration whatever ``num_iterations``.
+            ``fixed-point`` is the first-order implicit gradient of Chang et al. 2022: the slots
+            are treated as a fixed point, so nothing reaches the initial slots and the init's
+            parameters are frozen (``requires_grad=False``): they keep their random values, and
+            DDP's every-parameter-gets-a-gradient check holds.
         update: ``gru`` (Locatello et al.) or ``residual`` (``slots + updates``, no GRU; SMTC).
 
     ``forward`` also accepts (SMTC's semantic-aware masked slot attention, spec 1.4): explicit
@@ -95,6 +101,10 @@ class SlotAttention(nn.Module):
         self.scale = (slot_dim // num_heads) ** -0.5
 
         self.init = SlotInitializer(num_slots, slot_dim, init_method)
+        if truncate == "fixed-point":
+            # No gradient can reach the init through a fixed point; frozen, so that optimisers
+            # and DDP do not expect one.
+            self.init.requires_grad_(False)
         self.norm_inputs = nn.LayerNorm(input_dim)
         self.norm_slots = nn.LayerNorm(slot_dim)
         self.norm_mlp = nn.LayerNorm(slot_dim)
@@ -192,13 +202,17 @@ class SlotAttention(nn.Module):
             slots_init = self.init(b, num_slots)
         slots = slots_init
         attn = logits = None
+        truncated = self.truncate != "none"
         for iteration in range(self.num_iterations):
-            if iteration == self.num_iterations - 1 and self.truncate != "none":
+            last = iteration == self.num_iterations - 1
+            if last and truncated:
                 slots = slots.detach()
                 if self.truncate == "bi-level":
                     # Straight-through: forward value unchanged, gradient reaches the init.
                     slots = slots + slots_init - slots_init.detach()
-            slots, attn, logits = self.step(slots, keys, values, group_size, input_mask)
+            # Iterations before a truncation carry no gradient: build no graph for them.
+            with torch.set_grad_enabled(torch.is_grad_enabled() and (last or not truncated)):
+                slots, attn, logits = self.step(slots, keys, values, group_size, input_mask)
         assert attn is not None and logits is not None
         return {
             "slots": slots,

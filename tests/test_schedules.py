@@ -31,3 +31,16 @@ def test_too_long_warmup_is_clamped_with_a_warning():
         schedule = WarmupCosine(1.0, 0.0, total_steps=10, warmup_steps=50)
     assert schedule.warmup_steps == 1
     assert math.isclose(schedule(9), 0.5 * (1 + math.cos(math.pi * 8 / 9)))
+
+
+def test_warmup_exponential_decay_is_the_official_formula():
+    from utils.schedules import WarmupExponentialDecay
+
+    schedule = WarmupExponentialDecay(4e-4, warmup_steps=10_000, decay_steps=100_000, gamma=0.5)
+    for step in (0, 1, 5_000, 10_000, 123_456, 499_999):
+        expected = 4e-4 * min(step / 10_000, 1) * 0.5 ** (step / 100_000)
+        assert abs(schedule(step) - expected) < 1e-15, step
+    assert schedule(0) == 0.0
+    # The decay also runs during the warm-up (spec pitfall 5).
+    assert schedule(5_000) < 2e-4
+    assert WarmupExponentialDecay(1.0, warmup_steps=0, decay_steps=10)(0) == 1.0

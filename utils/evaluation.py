@@ -38,8 +38,8 @@ def evaluate(
     """Score every mask source of ``model`` on ``loader`` (spec section 5.1 pipeline).
 
     Soft masks are upsampled bilinearly to the ground-truth size before the argmax. Metrics of
-    the ``primary_masks`` source carry plain names (``fg_ari``, ``mbo_i``...); the others get a
-    suffix (``fg_ari_slots``). Sampling inside the model (Gaussian slot init, random orderings)
+    the ``primary_masks`` source (the model's first mask source when it has no such source)
+    carry plain names (``fg_ari``, ``mbo_i``...); the others get a suffix (``fg_ari_slots``). Sampling inside the model (Gaussian slot init, random orderings)
     is drawn from a fixed seed so that evaluating one checkpoint twice gives the same numbers,
     without disturbing the training RNG.
 
@@ -53,8 +53,10 @@ def evaluate(
     pair-counting precision/recall/F1, AMI, NMI, purity, kept slots per image, and ``keep_rule``
     (how the keep decisions were made, e.g. ``gumbel`` sampling or ``threshold``).
 
-    Returns ``{"metrics": {...}, "examples": {...}}`` where examples hold the first images and
-    their label maps for visualisation (of this rank's shard).
+    Returns ``{"metrics": {...}, "examples": {...}, "visuals": {...}}`` where examples hold the
+    first images and their label maps for visualisation (of this rank's shard), and visuals the
+    first items of the model's optional ``visuals`` output (images such as reconstructions, for
+    prediction pictures).
     """
     was_training = model.training
     model.eval()
@@ -63,6 +65,7 @@ def evaluate(
     examples: dict[str, torch.Tensor] = {}
     adaptive: AdaptiveSlotMetrics | None = None
     keep_rule = None
+    visuals: dict[str, torch.Tensor] = {}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
@@ -87,6 +90,8 @@ def evaluate(
                     adaptive = adaptive or AdaptiveSlotMetrics()
                     adaptive.update(labels, gt, batch.get("mask_ignore"), out["slot_keep"], out.get("slot_keep_prob"))
                     keep_rule = out.get("keep_rule")
+            for name, values in out.get("visuals", {}).items():
+                _keep(visuals, name, values, keep_examples)
     model.train(was_training)
     if isinstance(getattr(loader, "sampler", None), distributed.ShardSampler) and distributed.world_size() > 1:
         (mse_sum, loss_sum), num_images, meters, adaptive = _merge_over_ranks(
@@ -96,12 +101,14 @@ def evaluate(
         "loss": loss_sum / max(num_images, 1),  # monitored by plateau LR decay (SLATE)
         "num_images": num_images,
     }
+    if primary_masks not in meters and meters:
+        primary_masks = next(iter(meters))
     for source, meter in meters.items():
         suffix = "" if source == primary_masks else f"_{source}"
         results.update({f"{name}{suffix}": value for name, value in meter.compute().items()})
     if adaptive is not None:
         results.update(adaptive.compute(), keep_rule=keep_rule)
-    return {"metrics": results, "examples": examples}
+    return {"metrics": results, "examples": examples, "visuals": visuals}
 
 
 def _merge_over_ranks(

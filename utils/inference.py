@@ -162,12 +162,16 @@ def match_slots(previous: torch.Tensor, labels: torch.Tensor, num_slots: int) ->
     return perm
 
 
-def pick_mask_source(out: dict[str, Any], wanted: str | None, method: str) -> str:
-    """Name of the mask source to render, checked against what the model returns."""
+def pick_mask_source(out: dict[str, Any], wanted: str | None, method: str, typed: bool = True) -> str:
+    """Name of the mask source to render, checked against what the model returns.
+
+    ``wanted`` is the user's ``--masks`` (``typed``) or the method's preferred source, which
+    falls back to the first source the model returns when it has no such masks.
+    """
     sources = list(out.get("masks") or {})
     if not sources:
         raise UserError(f"the {method} model returns no slot masks, so predict.py cannot render it")
-    if wanted is None:
+    if wanted is None or (not typed and wanted not in sources):
         return "decoder" if "decoder" in sources else sources[0]
     if wanted not in sources:
         raise UserError(f"--masks {wanted}: this {method} model has mask sources {', '.join(sources)}; pick one")

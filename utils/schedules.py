@@ -173,3 +173,21 @@ class LinearAnneal:
             return self.end_value
         progress = (step - self.start_step) / (self.end_step - self.start_step)
         return self.start_value + progress * (self.end_value - self.start_value)
+
+
+class WarmupExponentialDecay:
+    """Slot Attention's schedule: ``base_lr * min(step / warmup, 1) * gamma ** (step / decay)``.
+
+    The official recipe (spec sa_slate_gnm.md 1.1, pitfall 5): the decay runs from step 0, also
+    during the linear warm-up, and the rate is 0 at step 0. With 500k steps, warm-up 10k and
+    decay 100k steps this is ``4e-4 * min(step / 1e4, 1) * 0.5 ** (step / 1e5)``.
+    """
+
+    def __init__(self, base_lr: float, warmup_steps: int, decay_steps: int, gamma: float = 0.5) -> None:
+        if decay_steps <= 0:
+            raise ValueError(f"decay_steps must be positive, got {decay_steps}")
+        self.base_lr, self.warmup_steps, self.decay_steps, self.gamma = base_lr, warmup_steps, decay_steps, gamma
+
+    def __call__(self, step: int) -> float:
+        warmup = min(step / self.warmup_steps, 1.0) if self.warmup_steps > 0 else 1.0
+        return self.base_lr * warmup * self.gamma ** (step / self.decay_steps)

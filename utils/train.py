@@ -42,7 +42,7 @@ from utils.errors import UserError
 from utils.evaluation import evaluate, move_to
 from utils.logging import METRICS_JSON, RunLogger, get_logger, truncate_metrics_jsonl, write_json
 from utils.run import save_args
-from utils.visualize import save_mask_grid, save_reconstruction_grid
+from utils.visualize import save_mask_grid, save_prediction_grid, save_reconstruction_grid
 
 log = get_logger()
 
@@ -307,12 +307,12 @@ class Trainer:
         self.logger.eval_record(record)
         self.logger.scalars("VAL", {k: v for k, v in metrics.items() if isinstance(v, float)}, self.step)
         if visualize:
-            self.visualize(result["examples"])
+            self.visualize(result["examples"], result.get("visuals"))
         summary = " ".join(f"{k}={v:.2f}" for k, v in metrics.items() if k in ("fg_ari", "mbo_i", "mbo_c", "miou"))
         log.info(f"eval step {self.step} (epoch {epoch}): mse={metrics['mse']:.4f} {summary}")
         return record
 
-    def visualize(self, examples: dict[str, torch.Tensor]) -> None:
+    def visualize(self, examples: dict[str, torch.Tensor], visuals: dict[str, torch.Tensor] | None = None) -> None:
         viz_dir = self.run_dir / "viz"
         viz_dir.mkdir(exist_ok=True)
         rows = {k: v for k, v in examples.items() if k != "image"}
@@ -322,6 +322,12 @@ class Trainer:
 
         image = torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1)
         self.logger.writer.add_image("VAL/masks", image, self.step)
+        if visuals and "slot_masks" in visuals:
+            # Methods that decode images also get the picture of their predictions.
+            path = viz_dir / f"step_{self.step:07d}_predictions.png"
+            save_prediction_grid(path, examples["image"], visuals)
+            image = torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1)
+            self.logger.writer.add_image("VAL/predictions", image, self.step)
         visual_outputs = getattr(self.model, "visual_outputs", None)
         if visual_outputs is not None:
             # Fixed seed, forked RNG: pictures are reproducible and do not disturb training.

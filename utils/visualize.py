@@ -227,3 +227,56 @@ def save_image_grid(path: str | os.PathLike, rows: dict[str, torch.Tensor], max_
         lines.append(torch.cat(list(images), dim=2))
     grid = torch.cat(lines, dim=1)
     Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
+
+
+def segmentation_maps(slot_masks: torch.Tensor, threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw and processed label maps from soft masks [B, K, H, W] (the seed's ``sa_segment``).
+
+    Raw: argmax over slots (0..K-1). Processed: the same, but -1 where no slot reaches
+    ``threshold`` (pixels spread over several slots), drawn black.
+    """
+    confidence, raw = slot_masks.max(dim=1)
+    processed = torch.where(confidence >= threshold, raw, torch.full_like(raw, -1))
+    return raw, processed
+
+
+def save_prediction_grid(
+    path: str | os.PathLike,
+    images: torch.Tensor,
+    visuals: dict[str, torch.Tensor],
+    max_images: int = 8,
+    threshold: float = 0.5,
+    min_tile: int = 64,
+) -> None:
+    """Write the seed's prediction picture: one row per image.
+
+    Columns: original, reconstruction (if ``visuals`` has ``reconstruction`` [B, 3, H, W]),
+    raw segmentation, processed segmentation (see :func:`segmentation_maps`), then one image per
+    slot: ``rgb_k * m_k + (1 - m_k)`` (white where the slot is absent), with ``m_k`` from
+    ``slot_masks`` [B, K, H, W] and ``rgb_k`` from ``slot_rgb`` [B, K, 3, H, W] (the image itself
+    when absent). All images in [0, 1]; masks are resized to the image size.
+    """
+    n = min(max_images, images.shape[0])
+    height, width = images.shape[-2:]
+    scale = max(1, -(-min_tile // height))
+    masks = visuals["slot_masks"][:n].detach().float().cpu()
+    if tuple(masks.shape[-2:]) != (height, width):
+        masks = F.interpolate(masks, size=(height, width), mode="bilinear", align_corners=False)
+    raw, processed = segmentation_maps(masks, threshold)
+    rows = []
+    for i in range(n):
+        image = images[i].detach().float().cpu().clamp(0, 1)
+        tiles = [image]
+        if "reconstruction" in visuals:
+            tiles.append(visuals["reconstruction"][i].detach().float().cpu().clamp(0, 1))
+        tiles += [colorize(raw[i]), colorize(processed[i])]
+        colours = visuals["slot_rgb"][i].detach().float().cpu().clamp(0, 1) if "slot_rgb" in visuals else None
+        for k in range(masks.shape[1]):
+            rgb = colours[k] if colours is not None else image
+            tiles.append(rgb * masks[i, k] + (1 - masks[i, k]))
+        rows.append(torch.cat(tiles, dim=2))  # side by side
+    grid = torch.cat(rows, dim=1)  # one row per image
+    if scale > 1:
+        grid = F.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
+    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(array).save(path)
