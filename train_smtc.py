@@ -19,6 +19,7 @@ from datasets import VIDEO_DATASETS, build_video_dataset
 from models import build_encoder_from_spec, encoder_fingerprint
 from models.smtc import SMTC, SMTCConfig, lr_at, parameter_groups
 from utils.cli import add_data_args, add_encoder_args, add_train_args, encoder_spec, parse_train_args
+from utils.distributed import world_size
 from utils.errors import UserError, run_cli
 from utils.run import select_device
 from utils.train import Trainer, TrainConfig
@@ -79,12 +80,13 @@ def main(argv: list[str] | None = None) -> dict:
     def schedule(step: int) -> list[float]:
         return [lr_at(step, total, args.lr_main, g["is_encoder"], args.grad_iter) for g in groups]
 
-    steps_per_epoch = len(train_set) // args.batch_size
+    global_batch = args.batch_size * world_size()  # --batch_size is per process under torchrun
+    steps_per_epoch = len(train_set) // global_batch
     if steps_per_epoch == 0:
-        raise UserError(f"{len(train_set)} clips is fewer than one batch of {args.batch_size}; lower --batch_size")
+        raise UserError(f"{len(train_set)} clips is fewer than one global batch of {global_batch}; lower --batch_size")
     cfg = TrainConfig(epochs=math.ceil(total / steps_per_epoch), batch_size=args.batch_size, num_workers=args.num_workers,
                       clip=args.clip, seed=args.seed, max_steps=min(total, args.max_steps or total),
-                      checkpoint_every=args.checkpoint_every or 500)
+                      checkpoint_every=args.checkpoint_every or 500, total_steps=total)
     meta = {"method": "smtc", "model_config": vars(config), "encoder": enc, "args": vars(args)}
     trainer = Trainer(model, optimizer, schedule, train_set, None, device, run_dir, cfg, meta)
     if checkpoint is not None:

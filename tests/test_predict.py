@@ -34,6 +34,21 @@ TRAIN_COMMANDS: dict[str, tuple[str, list[str]]] = {
                                 "--use_slot_proj", "False", "--mlp_dec_hidden", "32"]),
     "spot": ("train_spot", [*TINY, "--dec_type", "transformer", "--train_permutations", "random",
                             "--num_dec_blocks", "1", "--num_heads", "2"]),
+    "slot_attention": ("train_slot_attention", [
+        "--dataset", "shapes", "--image_size", "32", "--decoder_upsamples", "2", "--num_slots", str(NUM_SLOTS),
+        "--slot_size", "16", "--mlp_hidden_size", "16", "--encoder_channels", "8", "--decoder_channels", "8",
+        "--kernel_size", "3", "--batch_size", "4", "--train_samples", "8", "--val_samples", "4", "--num_workers", "0",
+        "--epochs", "1"]),
+    "slate": ("train_slate", [
+        "--dataset", "shapes", "--image_size", "32", "--vocab_size", "32", "--d_model", "32", "--num_heads", "2",
+        "--num_dec_blocks", "1", "--slot_size", "16", "--mlp_hidden_size", "16", "--num_slots", str(NUM_SLOTS),
+        "--dvae_hidden_size", "16", "--batch_size", "4", "--train_samples", "8", "--val_samples", "4",
+        "--num_workers", "0", "--lr_warmup_steps", "2", "--tau_steps", "4", "--epochs", "1"]),
+    "adaslot": ("train_adaslot", [
+        "--dataset", "shapes", "--encoder", "vit_micro_p8", "--no_pretrained", "--resize_to", "32", "32",
+        "--num_slots", str(NUM_SLOTS), "--slot_size", "16", "--mlp_hidden_size", "32", "--mlp_dec_hidden", "32",
+        "--batch_size", "4", "--train_samples", "8", "--val_samples", "4", "--train_workers", "0",
+        "--val_workers", "0", "--num_iters", "2", "--use_adaptive_slot_attention"]),
 }
 
 

@@ -166,8 +166,8 @@ def test_train_then_rebuild_and_evaluate(tmp_path: Path) -> None:
     ckpt = load_checkpoint(run)
     assert ckpt["method"] == "slate" and ckpt["encoder"] is None and ckpt["step"] == 8
     assert [g["name"] for g in ckpt["optimizer"]["param_groups"]] == ["main", "dvae"]
-    # The temperature of the last step (index 7) is stored with the weights.
-    assert float(ckpt["model"]["tau"]) == pytest.approx(cosine_anneal(7, 1.0, 0.1, 8))
+    # The temperature at the checkpoint's step (8) is stored with the weights.
+    assert float(ckpt["model"]["tau"]) == pytest.approx(cosine_anneal(8, 1.0, 0.1, 8))
     saved = json.loads((run / "metrics.json").read_text())
     assert {"fg_ari", "fg_ari_decoder", "mbo_i", "loss"} <= set(saved)
 

@@ -107,7 +107,9 @@ class TrainConfig:
     max_steps: int | None = None  # stop (and checkpoint) early, e.g. to test resume
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch only
     primary_masks: str = "decoder"
-    total_steps: int | None = None  # step-based methods: train exactly this many steps (last epoch partial)
+    # Step-based methods: train exactly this many optimiser steps (last epoch partial); their LR
+    # schedules are read in optimiser steps under DDP too (see Trainer.schedule_step).
+    total_steps: int | None = None
     eval_num_workers: int | None = None  # DataLoader workers for evaluation (default: num_workers)
     # None: taken from the run's flags (checkpoint_meta["args"]: --timeout, --skip_nonfinite), so
     # entry scripts that do not set them still honour the shared flags.
@@ -432,7 +434,7 @@ class Trainer:
         warm-up and decay keep their length in samples (exact when the training set divides
         into global batches). One process: the step itself.
         """
-        if self.world_size == 1:
+        if self.world_size == 1 or self.cfg.total_steps:  # step-budget recipes count optimiser steps
             return self.step
         epoch, offset = divmod(self.step, self.steps_per_epoch)
         return epoch * (len(self.train_set) // self.cfg.batch_size) + offset * self.world_size
