@@ -21,7 +21,7 @@ import torch
 from datasets import build_dataset, limit
 from metrics import SegmentationMetrics
 from metrics.baselines import baseline_labels
-from models import METHODS, MethodSpec, build_model
+from models import METHODS, MethodSpec, build_model, model_config_of
 from utils.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 from utils.cli import add_data_args, add_encoder_args, data_options, one_line_errors
 from utils.errors import UserError, run_cli
@@ -74,7 +74,7 @@ def checked_config(spec: MethodSpec | None, args: argparse.Namespace, typed: set
             )
     if spec is None:  # a method that build_model knows but the registry does not: config as stored
         return dict(stored)
-    config = spec.config_cls(**stored)
+    config = model_config_of(checkpoint["method"], stored)
     config = dataclasses.replace(config, **{name: getattr(args, name) for name in choices & typed})
     if spec.check_config is not None:
         spec.check_config(config)

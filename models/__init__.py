@@ -154,7 +154,20 @@ def method_spec(method: str) -> MethodSpec:
     return METHODS[method]()
 
 
+def model_config_of(method: str, model_config: dict[str, Any]) -> Any:
+    """The method's config dataclass from a checkpoint's stored ``model_config``.
+
+    A record that does not fit the method's config (a checkpoint written by other code, or
+    relabelled) is a ``UserError`` naming the offending settings, not a ``TypeError``.
+    """
+    spec = method_spec(method)
+    try:
+        return spec.config_cls(**model_config)
+    except TypeError as err:
+        raise UserError(f"the checkpoint's model settings do not fit a {method} model ({err}); it was not written "
+                        f"by this project's train script for {method}") from None
+
+
 def build_model(method: str, model_config: dict[str, Any], encoder_spec: dict[str, Any] | None) -> nn.Module:
     """Rebuild a model from the records stored in its checkpoint."""
-    spec = method_spec(method)
-    return spec.build(spec.config_cls(**model_config), encoder_spec)
+    return method_spec(method).build(model_config_of(method, model_config), encoder_spec)
