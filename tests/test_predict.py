@@ -87,7 +87,7 @@ def test_predict_on_image_folder(trained: Path, tmp_path: Path) -> None:
     result = predict.main(["--checkpoint", str(trained), "--input", str(tmp_path / "in"), "--output",
                            str(tmp_path / "out"), "--batch_size", "3", "--no_progress"])
     assert [Path(p).name for p in result["skipped"]] == ["corrupt.jpg"]
-    assert sorted(p.name for p in result["written"]) == sorted(sizes) and result["masks"] == "decoder"
+    assert sorted(p.name for p in result["written"]) == sorted(sizes) and result["masks"] == METHODS[load_checkpoint(trained)["method"]]().primary_masks
     assert not result["video"]
     for name, (height, width) in sizes.items():
         folder = tmp_path / "out" / name

@@ -81,8 +81,8 @@ def record_steps(module: SlotAttention, monkeypatch) -> list[tuple[bool, bool]]:
     calls: list[tuple[bool, bool]] = []
     original = SlotAttention.step
 
-    def step(self, slots, keys, values):
-        out = original(self, slots, keys, values)
+    def step(self, slots, keys, values, *args):
+        out = original(self, slots, keys, values, *args)
         calls.append((slots.requires_grad, out[0].requires_grad))
         return out
 

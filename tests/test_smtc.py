@@ -59,7 +59,8 @@ def test_gradient_reaches_only_last_round_and_init():
 
     def recording_step(*args, **kwargs):
         result = original_step(*args, **kwargs)
-        result[0].retain_grad()
+        if result[0].requires_grad:  # rounds before the truncation build no graph at all
+            result[0].retain_grad()
         states.append(result[0])
         return result
 
@@ -68,7 +69,7 @@ def test_gradient_reaches_only_last_round_and_init():
     out["slots"].sum().backward()
     assert init.grad is not None and init.grad.abs().sum() > 0
     assert len(states) == 3
-    assert states[0].grad is None and states[1].grad is None  # earlier rounds are cut off
+    assert not states[0].requires_grad and not states[1].requires_grad  # earlier rounds are cut off
     assert states[2].grad is not None
 
 

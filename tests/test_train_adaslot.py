@@ -79,7 +79,7 @@ def test_keep_rule_is_refused_for_spot_checkpoints(tmp_path: Path) -> None:
                      "--train_samples", "4", "--val_samples", "4", "--num_workers", "0", "--epochs", "1",
                      "--lr_warmup_steps", "0", "--log_path", str(tmp_path / "spot")])
     run = next((tmp_path / "spot").iterdir())
-    with pytest.raises(UserError, match="--keep_rule applies to AdaSlot checkpoints only"):
+    with pytest.raises(UserError, match="--keep_rule gumbel: not a flag for evaluating a spot checkpoint"):
         eval_spot.main(["--checkpoint_path", str(run), "--dataset", "shapes", "--val_samples", "4",
                         "--num_workers", "0", "--keep_rule", "gumbel"])
 
