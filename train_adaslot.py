@@ -22,13 +22,13 @@ from models.adaslot import ARCHITECTURE_FIELDS, AdaSlot, AdaSlotConfig, add_mode
     check_warm_start_source, warm_start
 from models.encoders import resolve_encoder_name
 from utils.checkpoint import load_checkpoint
-from utils.cli import ResizeTo, add_data_args, add_encoder_args, add_flag_aliases, add_train_args, build_datasets, encoder_spec, \
-    every_n_epochs, parse_train_args
+from utils.cli import (ResizeTo, add_data_args, add_encoder_args, add_flag_aliases, add_train_args, build_datasets,
+                       encoder_spec, parse_train_args, train_config)
 from utils.errors import UserError, run_cli
 from utils.logging import check_wandb, get_logger, start_wandb
 from utils.run import explicit_flags, select_device
 from utils.schedules import ExponentialDecayWarmup
-from utils.train import Trainer, TrainConfig
+from utils.train import Trainer
 
 log = get_logger()
 # The unofficial AdaSlot port's flag names -> this project's flags.
@@ -122,21 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     epochs = math.ceil(total_steps / steps_per_epoch)
     schedule = ExponentialDecayWarmup(args.lr_main, args.lr_warmup_steps, args.lr_half_life,
                                       decay_during_warmup=not args.use_dinosaur_lr_schedule)
-    cfg = TrainConfig(
-        epochs=epochs,
-        total_steps=total_steps,
-        batch_size=args.batch_size,
-        eval_batch_size=args.eval_batch_size,
-        num_workers=args.num_workers,
-        eval_num_workers=args.val_workers,
-        clip=args.clip if args.clip > 0 else math.inf,
-        clip_norm_type=2.0,
-        seed=args.seed,
-        eval_every=args.eval_every,
-        viz_every=every_n_epochs(args.eval_viz_percent, epochs),
-        max_steps=args.max_steps,
-        checkpoint_every=args.checkpoint_every,
-    )
+    cfg = train_config(args, epochs=epochs, total_steps=total_steps, eval_num_workers=args.val_workers, clip_norm_type=2.0)
     meta = {"method": "adaslot", "model_config": config.to_dict(), "encoder": enc, "args": vars(args)}
     trainer = Trainer(model, optimizer, schedule, train_set, val_set, device, run_dir, cfg, meta)
     if checkpoint is not None:

@@ -17,11 +17,11 @@ import argparse
 import torch
 
 from models.gnm import GNM, GNMConfig, add_model_args, check_config, estimate_nll
-from utils.cli import add_data_args, add_train_args, build_datasets, every_n_epochs, parse_train_args
+from utils.cli import add_data_args, add_train_args, build_datasets, parse_train_args, train_config
 from utils.errors import UserError, run_cli
 from utils.logging import METRICS_JSON, get_logger, write_json
 from utils.run import explicit_flags, select_device
-from utils.train import Trainer, TrainConfig, make_loader
+from utils.train import Trainer, make_loader
 from utils.visualize import save_image_grid
 
 log = get_logger()
@@ -64,19 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_set, val_set = build_datasets(args, run_dir)
 
     optimizer = torch.optim.RMSprop(model.parameters(), lr=args.lr_main)
-    cfg = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        eval_batch_size=args.eval_batch_size,
-        num_workers=args.num_workers,
-        clip=args.clip,
-        clip_norm_type=args.clip_norm_type,
-        seed=args.seed,
-        eval_every=args.eval_every,
-        viz_every=every_n_epochs(args.eval_viz_percent, args.epochs),
-        max_steps=args.max_steps,
-        checkpoint_every=args.checkpoint_every,
-    )
+    cfg = train_config(args, clip_norm_type=args.clip_norm_type)
     meta = {"method": "gnm", "model_config": config.to_dict(), "encoder": None, "args": vars(args)}
     trainer = Trainer(model, optimizer, lambda step: args.lr_main, train_set, val_set, device, run_dir, cfg, meta)
     if checkpoint is not None:

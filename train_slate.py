@@ -12,16 +12,15 @@ Example: python train_slate.py --dataset shapes --image_size 64 --vocab_size 102
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 
 from models.slate import SLATE, SLATEConfig, add_model_args, check_config
-from utils.cli import add_data_args, add_train_args, build_datasets, every_n_epochs, parse_train_args
+from utils.cli import add_data_args, add_train_args, build_datasets, parse_train_args, train_config
 from utils.errors import UserError, run_cli
 from utils.run import select_device
 from utils.schedules import SlateSchedule
-from utils.train import Trainer, TrainConfig
+from utils.train import Trainer
 
 SCHEDULERS = ("warmup", "none")
 
@@ -72,20 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     schedule = SlateSchedule(args.lr_main, args.lr_dvae, args.lr_warmup_steps, patience=args.patience,
                              warmup=args.scheduler == "warmup")
-    cfg = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        eval_batch_size=args.eval_batch_size,
-        num_workers=args.num_workers,
-        clip=args.clip if args.clip > 0 else math.inf,  # the seed's 0.0 means no clipping
-        clip_norm_type=args.clip_norm_type,
-        seed=args.seed,
-        eval_every=args.eval_every,
-        viz_every=every_n_epochs(args.eval_viz_percent, args.epochs),
-        max_steps=args.max_steps,
-        checkpoint_every=args.checkpoint_every,
-        primary_masks="slots",  # SLATE's own masks are the slot-attention maps (spec 2.6)
-    )
+    # SLATE's own masks are the slot-attention maps (spec 2.6); the seed's --clip 0.0 means no clipping.
+    cfg = train_config(args, clip_norm_type=args.clip_norm_type, primary_masks="slots")
     meta = {"method": "slate", "model_config": config.to_dict(), "encoder": None, "args": vars(args)}
     trainer = Trainer(model, optimizer, schedule, train_set, val_set, device, run_dir, cfg, meta)
     if checkpoint is not None:

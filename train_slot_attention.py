@@ -10,17 +10,15 @@ clipping, mean MSE on images in [-1, 1]. Example (CLEVR6 setting of the seed):
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 
-from datasets import build_dataset, limit
 from models.slot_attention_ae import SlotAttentionAE, SlotAttentionAEConfig, add_model_args, check_config
-from utils.cli import add_data_args, add_train_args, every_n_epochs, parse_train_args
+from utils.cli import add_data_args, add_train_args, build_datasets, parse_train_args, train_config
 from utils.errors import UserError, run_cli
 from utils.run import explicit_flags, select_device
 from utils.schedules import WarmupExponentialDecay
-from utils.train import Trainer, TrainConfig
+from utils.train import Trainer
 
 # Shared training flags that belong to the SPOT recipe and have no meaning here.
 UNUSED_FLAGS = {"lr_min": "--scheduler_gamma", "lr_warmup_steps": "--warmup_steps_pct"}
@@ -63,31 +61,17 @@ def main(argv: list[str] | None = None) -> dict:
             raise UserError(f"--{name} is not used by Slot Attention's schedule; use {instead}")
     check_flags(parser.parse_args(argv))  # before a run folder is made
     args, run_dir, checkpoint = parse_train_args(parser, argv)
+    train_set, val_set = build_datasets(args, run_dir)  # layout errors before the model is built
     config = SlotAttentionAEConfig.from_args(args)
     device = select_device(args.device)
     model = SlotAttentionAE(config).to(device)
-    train_set = build_dataset(args.dataset, "train", args.image_size, args.val_mask_size, args.data_path, args.train_samples, args.seed)
-    val_set = limit(build_dataset(args.dataset, "val", args.image_size, args.val_mask_size, args.data_path, args.val_samples, args.seed), args.val_samples)
-    train_set = limit(train_set, args.train_samples)
 
     params = [p for p in model.parameters() if p.requires_grad]  # implicit_grad freezes the slot init
     optimizer = torch.optim.Adam(params, lr=args.lr_main, eps=1e-8, weight_decay=args.weight_decay)
     total_steps = args.epochs * (len(train_set) // args.batch_size)
     schedule = WarmupExponentialDecay(args.lr_main, int(args.warmup_steps_pct * total_steps),
                                       max(1, int(args.decay_steps_pct * total_steps)), args.scheduler_gamma)
-    cfg = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        eval_batch_size=args.eval_batch_size,
-        num_workers=args.num_workers,
-        clip=args.clip if args.clip > 0 else math.inf,
-        clip_norm_type=2.0,
-        seed=args.seed,
-        eval_every=args.eval_every,
-        viz_every=every_n_epochs(args.eval_viz_percent, args.epochs),
-        max_steps=args.max_steps,
-        checkpoint_every=args.checkpoint_every,
-    )
+    cfg = train_config(args, clip_norm_type=2.0)
     meta = {"method": "slot_attention", "model_config": config.to_dict(), "encoder": None, "args": vars(args)}
     trainer = Trainer(model, optimizer, schedule, train_set, val_set, device, run_dir, cfg, meta)
     if checkpoint is not None:

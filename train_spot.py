@@ -14,11 +14,12 @@ from torch.utils.data import Dataset
 
 from models import build_encoder_from_spec, encoder_fingerprint
 from models.spot import SPOT, SPOTConfig, add_model_args, check_config
-from utils.cli import add_data_args, add_encoder_args, add_train_args, build_datasets, encoder_spec, every_n_epochs, parse_train_args
+from utils.cli import (add_data_args, add_encoder_args, add_train_args, build_datasets, encoder_spec, parse_train_args,
+                       train_config)
 from utils.errors import run_cli
 from utils.run import select_device
 from utils.schedules import WarmupCosine, spot_warmup_steps
-from utils.train import Trainer, TrainConfig
+from utils.train import Trainer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,18 +60,7 @@ def train(args: argparse.Namespace, run_dir: Path, checkpoint: dict | None, mode
     steps_per_epoch = len(train_set) // args.batch_size
     warmup = spot_warmup_steps(args.lr_warmup_steps, len(train_set), args.batch_size, steps_per_epoch)
     schedule = WarmupCosine(args.lr_main, args.lr_min, args.epochs * steps_per_epoch, warmup)
-    cfg = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        eval_batch_size=args.eval_batch_size,
-        num_workers=args.num_workers,
-        clip=args.clip,
-        seed=args.seed,
-        eval_every=args.eval_every,
-        viz_every=every_n_epochs(args.eval_viz_percent, args.epochs),
-        max_steps=args.max_steps,
-        checkpoint_every=args.checkpoint_every,
-    )
+    cfg = train_config(args)
     trainer = Trainer(model, optimizer, schedule, train_set, val_set, device, run_dir, cfg, meta)
     if checkpoint is not None:
         trainer.load(checkpoint)

@@ -21,7 +21,7 @@ from torch import nn
 
 from models.decoders import AutoregressiveDecoder
 from models.dvae import DOWNSAMPLING, DVAE
-from models.slot_attention import TRUNCATIONS, SlotAttention
+from models.slot_attention import TRUNCATIONS, SlotAttention, input_mlp
 from utils.errors import UserError
 from utils.schedules import cosine_anneal
 
@@ -103,11 +103,7 @@ class SLATE(nn.Module):
         self.position_embedding = nn.Parameter(torch.empty(1, num_tokens, d))
         nn.init.trunc_normal_(self.position_embedding)  # std 1, cut at +-2 (SLATE)
         self.embedding_dropout = nn.Dropout(config.dropout)
-        self.input_mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, d))
-        nn.init.kaiming_uniform_(self.input_mlp[1].weight, nonlinearity="relu")
-        nn.init.zeros_(self.input_mlp[1].bias)
-        nn.init.xavier_uniform_(self.input_mlp[3].weight)
-        nn.init.zeros_(self.input_mlp[3].bias)
+        self.input_mlp = input_mlp(d)
         self.slot_attention = SlotAttention(
             input_dim=d,
             slot_dim=config.slot_size,

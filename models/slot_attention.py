@@ -221,3 +221,16 @@ class SlotAttention(nn.Module):
             "attn_logits": logits.sum(dim=1),
         }
 
+
+def input_mlp(dim: int, out_dim: int | None = None) -> nn.Sequential:
+    """The LayerNorm-MLP that DINOSAUR, SPOT and SLATE put between the features and slot attention.
+
+    ``LayerNorm -> Linear -> ReLU -> Linear`` with He-initialised first and Xavier-initialised second
+    weights and zero biases (the SPOT/SLATE initialisation; ``state_dict`` keys ``1.*`` and ``3.*``).
+    """
+    mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, out_dim or dim))
+    nn.init.kaiming_uniform_(mlp[1].weight, nonlinearity="relu")
+    nn.init.zeros_(mlp[1].bias)
+    nn.init.xavier_uniform_(mlp[3].weight)
+    nn.init.zeros_(mlp[3].bias)
+    return mlp

@@ -18,7 +18,7 @@ from torch import nn
 from models.decoders import AutoregressiveDecoder, MLPDecoder
 from models.encoders import FrozenViT
 from models.permutations import patch_orderings
-from models.slot_attention import SlotAttention
+from models.slot_attention import SlotAttention, input_mlp
 
 PERMUTATION_MODES: tuple[str, ...] = ("standard", "random", "all")
 DECODER_TYPES: tuple[str, ...] = ("transformer", "mlp")
@@ -100,11 +100,7 @@ class SPOT(nn.Module):
         dim = encoder.embed_dim
         self.register_buffer("orderings", patch_orderings(*self.grid), persistent=False)
 
-        self.input_mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim))
-        nn.init.kaiming_uniform_(self.input_mlp[1].weight, nonlinearity="relu")
-        nn.init.zeros_(self.input_mlp[1].bias)
-        nn.init.xavier_uniform_(self.input_mlp[3].weight)
-        nn.init.zeros_(self.input_mlp[3].bias)
+        self.input_mlp = input_mlp(dim)
         self.slot_attention = SlotAttention(
             input_dim=dim,
             slot_dim=config.slot_size,

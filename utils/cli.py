@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from utils import distributed
 from utils.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from utils.errors import UserError
 from utils.run import ARGS_FILE, explicit_flags, load_args, make_run_dir, save_args, seed_everything, str2bool
+
+if TYPE_CHECKING:
+    from utils.train import TrainConfig
 
 # Flags that may change when a run is resumed; everything else comes from the run's args.yaml.
 RUNTIME_FLAGS = ("epochs", "max_steps", "num_workers", "device", "eval_batch_size", "checkpoint_every",
@@ -269,6 +273,31 @@ def encoder_spec(args: argparse.Namespace) -> dict[str, Any]:
         "finetune_blocks_after": args.finetune_blocks_after,
         "final_norm": args.encoder_final_norm,
     }
+
+
+def train_config(args: argparse.Namespace, **overrides: Any) -> "TrainConfig":
+    """The shared loop's settings from the common training flags (``add_train_args``).
+
+    ``overrides`` (method-specific settings such as ``clip_norm_type``) win. ``--clip 0`` means
+    no clipping; pictures are saved every ``--eval_viz_percent`` of the epochs.
+    """
+    from utils.train import TrainConfig
+
+    epochs = overrides.pop("epochs", args.epochs)
+    values: dict[str, Any] = dict(
+        epochs=epochs,
+        batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size,
+        num_workers=args.num_workers,
+        clip=args.clip if args.clip > 0 else math.inf,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        viz_every=every_n_epochs(args.eval_viz_percent, epochs),
+        max_steps=args.max_steps,
+        checkpoint_every=args.checkpoint_every,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
 
 
 def every_n_epochs(fraction: float, epochs: int) -> int:
