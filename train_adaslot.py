@@ -27,7 +27,7 @@ from utils.cli import (ResizeTo, add_data_args, add_encoder_args, add_flag_alias
 from utils.errors import UserError, run_cli
 from utils.logging import check_wandb, get_logger, start_wandb
 from utils.run import explicit_flags, select_device
-from utils.schedules import ExponentialDecayWarmup
+from utils.schedules import WarmupExponentialDecay
 from utils.train import Trainer
 
 log = get_logger()
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     steps_per_epoch = max(len(train_set) // args.batch_size, 1)  # the Trainer reports a too-small set
     total_steps = args.num_iters or args.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
-    schedule = ExponentialDecayWarmup(args.lr_main, args.lr_warmup_steps, args.lr_half_life,
+    schedule = WarmupExponentialDecay(args.lr_main, args.lr_warmup_steps, args.lr_half_life,
                                       decay_during_warmup=not args.use_dinosaur_lr_schedule)
     cfg = train_config(args, epochs=epochs, total_steps=total_steps, eval_num_workers=args.val_workers, clip_norm_type=2.0)
     meta = {"method": "adaslot", "model_config": config.to_dict(), "encoder": enc, "args": vars(args)}

@@ -13,7 +13,7 @@ from models.decoders import MLPDecoder, mask_normalized
 from models.encoders import FrozenViT
 from utils.checkpoint import model_state
 from utils.errors import UserError
-from utils.schedules import ExponentialDecayWarmup
+from utils.schedules import WarmupExponentialDecay
 
 ENCODER = {"name": "vit_micro_p8", "pretrained": False}
 TINY = dict(image_size=16, slot_size=8, mlp_hidden_size=16, mlp_dec_hidden=16, mlp_dec_layers=2)
@@ -155,8 +155,8 @@ def test_warm_start_refuses_other_checkpoints() -> None:
 
 
 def test_schedules_match_the_spec_table() -> None:
-    adaslot = ExponentialDecayWarmup(4e-4, 10_000, 100_000, decay_during_warmup=True)
-    dinosaur = ExponentialDecayWarmup(4e-4, 10_000, 100_000, decay_during_warmup=False)
+    adaslot = WarmupExponentialDecay(4e-4, 10_000, 100_000, decay_during_warmup=True)
+    dinosaur = WarmupExponentialDecay(4e-4, 10_000, 100_000, decay_during_warmup=False)
     expected = {10_000: (3.73e-4, 4.00e-4), 100_000: (2.00e-4, 2.14e-4), 200_000: (1.00e-4, 1.07e-4),
                 500_000: (1.25e-5, 1.34e-5)}
     for step, (a, d) in expected.items():

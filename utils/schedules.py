@@ -104,28 +104,6 @@ class SlateSchedule:
         self.factor, self.best, self.stagnant = float(state["factor"]), float(state["best"]), int(state["stagnant"])
 
 
-class ExponentialDecayWarmup:
-    """Linear warm-up and exponential decay (halving every ``half_life`` steps), per step.
-
-    ``decay_during_warmup=True`` is AdaSlot's ``exp_decay_with_warmup_fn``:
-    ``lr(s) = base * min(1, s / W) * 0.5 ** (s / H)`` (the decay counts from step 0).
-    ``False`` is DINOSAUR's (OCLF ``exponential_decay_after_optional_warmup``):
-    ``base * s / W`` for ``s < W``, then ``base * 0.5 ** ((s - W) / H)``.
-    Both give 0 at step 0 (spec/adaslot.md section 2.3).
-    """
-
-    def __init__(self, base_lr: float, warmup_steps: int, half_life: int, decay_during_warmup: bool = True) -> None:
-        if half_life <= 0:
-            raise ValueError(f"half_life must be positive, got {half_life}")
-        self.base_lr, self.warmup_steps, self.half_life = base_lr, warmup_steps, half_life
-        self.decay_during_warmup = decay_during_warmup
-
-    def __call__(self, step: int) -> float:
-        warm = min(1.0, step / self.warmup_steps) if self.warmup_steps > 0 else 1.0
-        decay_steps = step if self.decay_during_warmup else max(step - self.warmup_steps, 0)
-        return self.base_lr * warm * 0.5 ** (decay_steps / self.half_life)
-
-
 class WarmupCosineFrom:
     """SlotCon's per-step LR: linear from ``base_lr / warmup_multiplier`` to ``base_lr`` over
     ``warmup_steps``, then cosine from ``base_lr`` to ``min_lr`` at ``total_steps``."""
@@ -176,18 +154,23 @@ class LinearAnneal:
 
 
 class WarmupExponentialDecay:
-    """Slot Attention's schedule: ``base_lr * min(step / warmup, 1) * gamma ** (step / decay)``.
+    """Linear warm-up and exponential decay, per step: ``base_lr * min(step / W, 1) * gamma ** (d / H)``.
 
-    The official recipe (spec sa_slate_gnm.md 1.1, pitfall 5): the decay runs from step 0, also
-    during the linear warm-up, and the rate is 0 at step 0. With 500k steps, warm-up 10k and
-    decay 100k steps this is ``4e-4 * min(step / 1e4, 1) * 0.5 ** (step / 1e5)``.
+    ``decay_during_warmup=True`` (``d = step``, the decay runs from step 0): Slot Attention's official
+    recipe (spec sa_slate_gnm.md 1.1, pitfall 5; ``4e-4 * min(step / 1e4, 1) * 0.5 ** (step / 1e5)``)
+    and AdaSlot's ``exp_decay_with_warmup_fn``. ``False`` (``d = max(step - W, 0)``): DINOSAUR's
+    (OCLF ``exponential_decay_after_optional_warmup``). Both give 0 at step 0 (spec/adaslot.md 2.3).
+    With ``gamma`` 0.5, ``decay_steps`` H is the half-life.
     """
 
-    def __init__(self, base_lr: float, warmup_steps: int, decay_steps: int, gamma: float = 0.5) -> None:
+    def __init__(self, base_lr: float, warmup_steps: int, decay_steps: int, gamma: float = 0.5,
+                 decay_during_warmup: bool = True) -> None:
         if decay_steps <= 0:
             raise ValueError(f"decay_steps must be positive, got {decay_steps}")
         self.base_lr, self.warmup_steps, self.decay_steps, self.gamma = base_lr, warmup_steps, decay_steps, gamma
+        self.decay_during_warmup = decay_during_warmup
 
     def __call__(self, step: int) -> float:
         warmup = min(step / self.warmup_steps, 1.0) if self.warmup_steps > 0 else 1.0
-        return self.base_lr * warmup * self.gamma ** (step / self.decay_steps)
+        decayed = step if self.decay_during_warmup else max(step - self.warmup_steps, 0)
+        return self.base_lr * warmup * self.gamma ** (decayed / self.decay_steps)
