@@ -17,15 +17,15 @@ Prints images/s, ms/step and peak memory for each. Example:
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import peak_memory_mb, time_train_steps  # noqa: E402
 
 from models.slate import SLATE, SLATEConfig  # noqa: E402
 from utils.run import select_device  # noqa: E402
@@ -39,12 +39,6 @@ CONFIGS = {
 }
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB; process-wide
-
-
 def bench(config: SLATEConfig, batch_size: int, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     torch.manual_seed(0)
     model = SLATE(config).to(device)
@@ -55,17 +49,7 @@ def bench(config: SLATEConfig, batch_size: int, args: argparse.Namespace, device
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(model, optimizer, SlateSchedule(1e-4, 3e-4, 30000), [None] * batch_size, None, device,
                           Path(tmp), TrainConfig(epochs=1, batch_size=batch_size, clip=1.0, clip_norm_type=2.0), {})
-        for _ in range(args.warmup):
-            trainer.train_step({"image": images})
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats(device)
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            trainer.train_step({"image": images})
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - start
+        elapsed, _ = time_train_steps(trainer, {"image": images}, args.warmup, args.steps, device)
     return {
         "images_per_s": args.steps * batch_size / elapsed,
         "ms_per_step": 1000 * elapsed / args.steps,

@@ -14,15 +14,15 @@ the process so far: run one configuration per call for separate figures). Exampl
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import peak_memory_mb, time_train_steps  # noqa: E402
 
 from models.slot_attention_ae import SlotAttentionAE, SlotAttentionAEConfig  # noqa: E402
 from utils.run import select_device  # noqa: E402
@@ -33,12 +33,6 @@ SEED_CONFIG = dict(image_size=128, num_slots=7, batch_size=64)
 CPU_CONFIG = dict(image_size=32, num_slots=7, batch_size=8, encoder_channels=32, decoder_channels=32,
                   decoder_upsamples=2, kernel_size=3, conv_init="kaiming")
 CONFIGS = {"seed": SEED_CONFIG, "cpu": CPU_CONFIG}
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def bench(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
@@ -55,16 +49,7 @@ def bench(name: str, args: argparse.Namespace, device: torch.device) -> dict[str
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(model, optimizer, lambda step: 4e-4, [None] * batch_size, None, device, Path(tmp),
                           TrainConfig(epochs=1, batch_size=batch_size, clip=float("inf"), clip_norm_type=2.0), {})
-        for _ in range(args.warmup):
-            trainer.train_step({"image": images})
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start, cpu_start = time.perf_counter(), time.process_time()
-        for _ in range(args.steps):
-            trainer.train_step({"image": images})
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        elapsed, cpu = time_train_steps(trainer, {"image": images}, args.warmup, args.steps, device)
     return {
         "batch_size": batch_size,
         "images_per_s": args.steps * batch_size / elapsed,

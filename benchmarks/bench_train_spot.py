@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import resource
 import sys
 import tempfile
-import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -29,6 +27,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import peak_memory_mb, time_train_steps  # noqa: E402
 
 from models.encoders import FrozenViT  # noqa: E402
 from models.spot import SPOT, SPOTConfig  # noqa: E402
@@ -42,12 +42,6 @@ MODES = {
     "spot2": dict(dec_type="transformer", train_permutations="random"),
     "spot2_unshared": dict(dec_type="transformer", train_permutations="random"),
 }
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def bench(mode: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
@@ -72,17 +66,7 @@ def bench(mode: str, args: argparse.Namespace, device: torch.device) -> dict[str
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(model, optimizer, lambda step: 4e-4, [None] * args.batch_size, None, device, Path(tmp),
                           TrainConfig(epochs=1, batch_size=args.batch_size), {})
-        for _ in range(args.warmup):
-            trainer.train_step({"image": images})
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats(device)
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            trainer.train_step({"image": images})
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - start
+        elapsed, _ = time_train_steps(trainer, {"image": images}, args.warmup, args.steps, device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {
         "images_per_s": args.steps * args.batch_size / elapsed,
