@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     warm = inherit_from_stage1(parser, argv, first) if first.warmstart_checkpoint and fresh else None
     if fresh:  # flag errors before the run folder exists
         check_config(AdaSlotConfig.from_args(first))
-    args, run_dir, checkpoint = parse_train_args(parser, argv)
+    args, run_dir, checkpoint = parse_train_args(parser, argv, extra_runtime_flags=("val_workers",))
     config = AdaSlotConfig.from_args(args)
     check_config(config)
     device = select_device(args.device)
