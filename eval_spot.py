@@ -8,6 +8,9 @@ The checkpoint's ``method`` picks the model (through ``models.METHODS``), which 
 the configuration stored in the checkpoint; the model flags of that method given on the command
 line (as in the SPOT README's commands) are checked against it. Flags that choose how to
 evaluate (SPOT's --eval_permutations) apply to the methods that have them.
+
+Under torchrun every process scores its own shard of the images and the sums are added over
+processes (each image counted once); rank 0 alone prints and writes.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from datasets import build_dataset, limit
 from metrics import SegmentationMetrics
 from metrics.baselines import baseline_labels
 from models import METHODS, MethodSpec, build_model, model_config_of
+from utils import distributed
 from utils.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 from utils.cli import add_data_args, add_encoder_args, data_options, one_line_errors
 from utils.errors import UserError, run_cli
@@ -103,6 +107,14 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, set[str], Path, d
 
 def main(argv: list[str] | None = None) -> dict:
     args, typed, ckpt_path, checkpoint = parse(argv)
+    distributed.init(args.device)
+    try:
+        return _evaluate_checkpoint(args, typed, ckpt_path, checkpoint)
+    finally:
+        distributed.cleanup()
+
+
+def _evaluate_checkpoint(args: argparse.Namespace, typed: set[str], ckpt_path: Path, checkpoint: dict) -> dict:
     method = checkpoint["method"]
     spec = METHODS[method]() if method in METHODS else None
     if spec is not None and not spec.image_model:
@@ -128,9 +140,11 @@ def main(argv: list[str] | None = None) -> dict:
     dataset = build_dataset(args.dataset, args.split, image_size, args.val_mask_size, args.data_path, args.val_samples,
                             args.seed, **data_options(args))
     dataset = limit(dataset, args.val_samples)
-    loader = make_loader(dataset, args.eval_batch_size, args.num_workers, None, args.seed, False)
+    shard = distributed.ShardSampler(len(dataset)) if distributed.world_size() > 1 else None
+    loader = make_loader(dataset, args.eval_batch_size, args.num_workers, shard, args.seed, False)
     primary_masks = spec.primary_masks if spec is not None else "decoder"
-    result = evaluate(model, loader, device, seed=args.seed, primary_masks=primary_masks, progress=not args.no_progress)
+    result = evaluate(model, loader, device, seed=args.seed, primary_masks=primary_masks,
+                      progress=not args.no_progress and distributed.is_main())
     examples = result["examples"]
     sources = [k for k in examples if k not in ("image", "ground truth")]
     primary = primary_masks if primary_masks in sources else sources[0]
@@ -141,8 +155,11 @@ def main(argv: list[str] | None = None) -> dict:
             k: result["metrics"].get(f"{k}{suffix}") for k in TABLE_METRICS
         }
     num_slots = config_dict.get("num_slots", 7)
-    if args.baselines:
-        rows.update(score_baselines(loader, num_slots))
+    if not distributed.is_main():  # the metrics are the whole dataset's on every rank; rank 0 reports them
+        return {"method": method, **result["metrics"]}
+    if args.baselines:  # cheap (no model): rank 0 scores every image itself
+        rows.update(score_baselines(make_loader(dataset, args.eval_batch_size, args.num_workers, None, args.seed,
+                                                False), num_slots))
     print_table(rows)
     if "num_slots_kept" in result["metrics"]:
         print_table({f"model (keep rule: {result['metrics']['keep_rule']})": result["metrics"]}, ADAPTIVE_METRICS)
@@ -159,6 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
         **({"eval_permutations": config_dict["eval_permutations"]} if "eval_permutations" in config_dict else {}),
         "eval_protocol": args.eval_protocol,
         "seed": args.seed,
+        "world_size": distributed.world_size(),
         **result["metrics"],
     }
     if args.baselines:

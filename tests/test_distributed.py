@@ -158,3 +158,23 @@ def test_metrics_merge_equals_one_meter() -> None:
     first.merge(second)
     assert first.counts == whole.counts
     assert first.compute() == pytest.approx(whole.compute(), nan_ok=True)  # no class masks: mbo_c is NaN
+
+
+def test_eval_spot_under_torchrun_scores_each_image_once(tmp_path: Path) -> None:
+    # 7 validation images over 2 processes (shards of 4 and 3): the summed metrics must equal one
+    # process's, and rank 0 alone writes.
+    train_spot.main([*TINY, "--epochs", "1", "--batch_size", "4", "--log_path", str(tmp_path / "run")])
+    run = next((tmp_path / "run").iterdir())
+    common = ["--checkpoint_path", str(run), "--dataset", "shapes", "--val_samples", "7", "--eval_batch_size", "2",
+              "--num_workers", "0", "--device", "cpu", "--baselines"]
+    import eval_spot
+
+    single = eval_spot.main([*common, "--log_path", str(tmp_path / "one"), "--no_progress"])
+    result = torchrun(2, *common, "--log_path", str(tmp_path / "two"), script="eval_spot.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("baseline: one_slot") == 1  # one table, from rank 0
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert two["world_size"] == 2 and single["world_size"] == 1
+    for key in ("fg_ari", "ari", "mbo_i", "miou", "fg_ari_slots", "one_slot_fg_ari", "mse"):
+        assert two[key] == pytest.approx(single[key], abs=1e-6), key
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["masks.png", "metrics.json"]
