@@ -8,11 +8,13 @@ Outputs go to --output_dir (default: <run folder>/eval_davis/<task>...): indexed
 (or proposals), then global_results-val.csv and per-sequence_results-val.csv (J&F, official
 names) and protocol-val.txt saying which protocol produced them. Nothing is written into
 the dataset folder. Propagation without --checkpoint_path uses the encoder flags alone (e.g.
---dino_path), i.e. the DINO baseline.
+--dino_path), i.e. the DINO baseline. Under torchrun the sequences are shared out over the
+processes (each writes its own sequences' PNGs); rank 0 then scores them all and writes the CSVs.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 
 from datasets.davis import DavisSequences
@@ -23,7 +25,7 @@ from utils.errors import UserError, run_cli
 from utils.label_propagation import SETTINGS, PropagationSettings
 from utils.logging import get_logger
 from utils.run import seed_everything, select_device
-from utils import video_eval
+from utils import distributed, video_eval
 
 log = get_logger()
 
@@ -57,6 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    distributed.init(args.device)
+    try:
+        return _evaluate(args)
+    finally:
+        distributed.cleanup()
+
+
+def _shard(davis: DavisSequences) -> DavisSequences:
+    """This process's sequences (every ``world_size``-th one); all of them for one process."""
+    mine = copy.copy(davis)
+    mine.sequences = davis.sequences[distributed.rank()::distributed.world_size()]
+    return mine
+
+
+def _evaluate(args: argparse.Namespace) -> dict:
     seed_everything(args.seed)
     device = select_device(args.device)
     davis = DavisSequences(args.davis_path, args.split)  # layout errors before any model work
@@ -79,14 +96,20 @@ def main(argv: list[str] | None = None) -> dict:
         settings = PropagationSettings(stride=s.stride, topk=args.topk or s.topk, radius=args.radius or s.radius,
                                        temperature=args.temperature or s.temperature, num_short=args.video_len or s.num_short)
         out = base / f"propagation_{args.setting}"
-        video_eval.run_propagation(encoder, davis, settings, out / "results", device)
+        video_eval.run_propagation(encoder, _shard(davis), settings, out / "results", device)
+        distributed.barrier()
+        if not distributed.is_main():
+            return {}
         results = video_eval.score_semi_supervised(davis, out / "results")
         results.protocol += f"; {settings}"
     else:
         out = base / f"discovery_{args.matcher}"
         num_frames = int(checkpoint["args"].get("num_frames", 4))
-        video_eval.run_discovery(net, davis, out / "proposals", device, tuple(args.discovery_size), num_frames,
-                                 args.num_iterations, kinetics=not args.imagenet_norm)
+        video_eval.run_discovery(net, _shard(davis), out / "proposals", device, tuple(args.discovery_size),
+                                 num_frames, args.num_iterations, kinetics=not args.imagenet_norm, seed=args.seed)
+        distributed.barrier()
+        if not distributed.is_main():
+            return {}
         if args.matcher == "per_frame":
             results = video_eval.score_discovery_per_frame(davis, out / "proposals")
         else:

@@ -33,6 +33,13 @@ def test_smtc_two_processes_then_both_eval_tasks(tmp_path: Path) -> None:
                               "--output_dir", str(tmp_path / "eval"), *extra])
         assert 0.0 <= res["J&F-Mean"] <= 1.0
         assert len(list((tmp_path / "eval").glob("*/global_results-val.csv"))) == (1 if task == "propagation" else 2)
+        # The same evaluation with the sequences shared out over 2 processes: identical scores.
+        result = torchrun(2, "--task", task, "--davis_path", str(tmp_path / "DAVIS"), "--checkpoint_path", str(run),
+                          "--output_dir", str(tmp_path / "eval2"), "--device", "cpu", *extra, script="eval_smtc.py")
+        assert result.returncode == 0, result.stderr[-3000:]
+        name = "propagation_stride8" if task == "propagation" else "discovery_sequence"
+        one, two = ((tmp_path / d / name / "global_results-val.csv").read_text() for d in ("eval", "eval2"))
+        assert one == two
 
 
 def test_slotfa_two_processes_share_one_global_batch(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ Nothing is written into the dataset folder; all outputs go under ``out_dir``.
 """
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -87,13 +88,19 @@ def score_semi_supervised(davis: DavisSequences, results_dir: Path) -> JFResults
 
 @torch.no_grad()
 def run_discovery(net: SMTCNet, davis: DavisSequences, out_dir: Path, device: torch.device, size: tuple[int, int],
-                  num_frames: int, num_iterations: int, min_cos: float = 0.5, kinetics: bool = True) -> None:
+                  num_frames: int, num_iterations: int, min_cos: float = 0.5, kinetics: bool = True,
+                  seed: int = 0) -> None:
     """Instance-mask proposals of every frame in non-overlapping ``num_frames`` windows (the last one
     padded with the video's last frames); saves ``<seq>.pt`` = {frame id: {"masks": [K, h, w],
     "slot_ids": [K]}} with the K instance masks whose semantic-instance cosine is >= ``min_cos``
-    (slot id = s * P + p, an identity that is stable over time)."""
+    (slot id = s * P + p, an identity that is stable over time).
+
+    The random instance initialisation is seeded per sequence (from ``seed`` and its name), so a
+    sequence's proposals do not depend on which other sequences ran before it (or on which process).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     for seq in davis.sequences:
+        torch.manual_seed(seed + zlib.crc32(seq.encode()))
         frames = torch.from_numpy(davis.load_frames(seq)).to(device)
         frames = F.interpolate(frames, size=size, mode="bilinear", align_corners=False)
         if kinetics:  # the original normalises with Kinetics statistics; the encoder applies ImageNet's
