@@ -145,6 +145,32 @@ def test_log_wandb_without_the_package_is_one_line(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
 
 
+def test_log_wandb_mirrors_the_run_to_the_named_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.machinery
+    import types
+
+    calls: dict[str, object] = {}
+
+    class FakeRun:
+        def finish(self) -> None:
+            calls["finished"] = True
+
+    def init(**kwargs: object) -> FakeRun:
+        calls.update(kwargs)
+        return FakeRun()
+
+    fake = types.ModuleType("wandb")
+    fake.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
+    fake.init = init  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    train_adaslot.main(["--model_save_path", str(tmp_path), *SEED, *TINY, "--num_iters", "1", "--log_wandb",
+                        "--wandb_project", "my_project", "--exp_id", "E1", "--comment", "a note"])
+    run = next(tmp_path.iterdir())
+    assert calls["project"] == "my_project" and calls["notes"] == "a note" and calls["finished"] is True
+    assert calls["dir"] == str(run) and calls["sync_tensorboard"] is True
+    assert calls["config"]["wandb_project"] == "my_project"  # type: ignore[index]
+
+
 def test_seed_flag_names_are_aliases() -> None:
     args = train_adaslot.build_parser().parse_args(
         ["--model_save_path", "out", "--exp_id", "E", "--root", "/data/coco", "--train_workers", "3",
