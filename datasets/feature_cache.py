@@ -114,6 +114,20 @@ def _temporary_sibling(target: Path) -> Path:
     return target.parent / f".{target.name}.partial-{os.getpid()}"
 
 
+def _remove_stale_partials(target: Path) -> None:
+    """Delete temporary folders of ``target`` left by writers that were killed (their process is gone)."""
+    for folder in target.parent.glob(f".{target.name}.partial-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
+
+
 class CacheWriter:
     """Writes a cache folder: rows of float16 features into a temporary memmap, then
     ``finish(metadata)`` writes the metadata and renames the folder into place.
@@ -127,6 +141,7 @@ class CacheWriter:
         if self.target.exists() and not overwrite:
             raise UserError(f"{self.target} already exists; pass --overwrite to replace it, or choose another folder")
         self.target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(self.target)
         self.tmp = _temporary_sibling(self.target)
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir()

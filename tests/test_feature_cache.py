@@ -192,6 +192,12 @@ def test_interrupted_cache_is_never_taken_as_complete(tmp_path: Path, shapes_cac
     with pytest.raises(KeyboardInterrupt):
         write_cache(target, *DATA, *ENCODER)
     assert not tmp_path.joinpath("cache").exists() and not list(tmp_path.iterdir())  # temp folder removed too
+    # The hidden folder of a writer killed outright is cleared by the next writer of the same cache.
+    stale = tmp_path / ".cache.partial-999999999"
+    stale.mkdir()
+    monkeypatch.undo()
+    write_cache(target, *DATA, *ENCODER)
+    assert read_metadata(target)["num_samples"] == 16 and not stale.exists()
     # A killed writer leaves only its hidden temporary folder; one copied without metadata or cut short is refused.
     partial = tmp_path / "partial"
     partial.mkdir()
