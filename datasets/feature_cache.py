@@ -75,7 +75,7 @@ def train_views(dataset: str) -> list[str]:
     other = [a for a in augmentation if a not in CACHEABLE_AUGMENTATION]
     if other:
         raise UserError(f"--dataset {dataset} trains with {'+'.join(augmentation)}: {', '.join(other)} draws from "
-                        "too many views to cache; train it from images (drop --cache_features)")
+                        "too many views to cache; train it from images, without a feature cache")
     return ["identity", *augmentation]
 
 
