@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from datasets.feature_cache import add_cache_args, check_frozen_encoder
 from models import build_encoder_from_spec, encoder_fingerprint
 from models.adaslot import ARCHITECTURE_FIELDS, AdaSlot, AdaSlotConfig, add_model_args, check_config, \
     check_warm_start_source, warm_start
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_encoder_args(parser)
     add_model_args(parser)
     add_train_args(parser)
+    add_cache_args(parser)
     group = parser.add_argument_group("AdaSlot training")
     group.add_argument("--num_iters", type=int, default=None, help="training steps (default: --epochs whole epochs)")
     group.add_argument("--resize_to", nargs="+", type=int, action=ResizeTo, dest="image_size",
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     warm = inherit_from_stage1(parser, argv, first) if first.warmstart_checkpoint and fresh else None
     if fresh:  # flag errors before the run folder exists
         check_config(AdaSlotConfig.from_args(first))
-    args, run_dir, checkpoint = parse_train_args(parser, argv, extra_runtime_flags=("val_workers",))
+    args, run_dir, checkpoint = parse_train_args(parser, argv, extra_runtime_flags=("val_workers", "cache_features"))
     config = AdaSlotConfig.from_args(args)
     check_config(config)
     device = select_device(args.device)
@@ -127,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     trainer = Trainer(model, optimizer, schedule, train_set, val_set, device, run_dir, cfg, meta)
     if checkpoint is not None:
         trainer.load(checkpoint)
+    check_frozen_encoder(train_set, model.encoder)  # after load: a random encoder's weights come from the checkpoint
     wandb_run = start_wandb(run_dir, vars(args), args.wandb_project, args.run_name, args.comment) if args.log_wandb else None
     try:
         return trainer.fit()

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from datasets.feature_cache import add_cache_args, check_frozen_encoder
 from models import build_encoder_from_spec, encoder_fingerprint
 from models.spot import SPOT, SPOTConfig, add_model_args, check_config
 from utils.cli import (add_data_args, add_encoder_args, add_train_args, build_datasets, encoder_spec, parse_train_args,
@@ -28,11 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_encoder_args(parser)
     add_model_args(parser)
     add_train_args(parser)
+    add_cache_args(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args, run_dir, checkpoint = parse_train_args(build_parser(), argv)
+    # A moved cache may be named again on resume (it holds the same features as the images).
+    args, run_dir, checkpoint = parse_train_args(build_parser(), argv, extra_runtime_flags=("cache_features",))
     config = SPOTConfig.from_args(args)
     check_config(config)
     # Data first: a layout problem stops the run before any encoder weights are loaded.
@@ -64,6 +67,7 @@ def train(args: argparse.Namespace, run_dir: Path, checkpoint: dict | None, mode
     trainer = Trainer(model, optimizer, schedule, train_set, val_set, device, run_dir, cfg, meta)
     if checkpoint is not None:
         trainer.load(checkpoint)
+    check_frozen_encoder(train_set, model.encoder)  # after load: a random encoder's weights come from the checkpoint
     return trainer.fit()
 
 

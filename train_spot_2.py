@@ -60,6 +60,9 @@ def teacher_from(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     early = parser.parse_args(argv)
+    if early.cache_features:
+        raise UserError("--cache_features does not work for stage 2: the student fine-tunes encoder blocks, so its "
+                        "features change every step; drop the flag (stage 1 can use it)")
     fresh = not (early.resume or early.checkpoint_path)
     loaded = teacher_from(early) if fresh else None  # a bad teacher stops before the run folder exists
     args, run_dir, checkpoint = parse_train_args(parser, argv)

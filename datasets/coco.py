@@ -31,7 +31,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from datasets.layout import CheckedImageDataset, check_present, require_dir, require_file, require_nonempty, scan_headers
-from datasets.transforms import augmentation_rng, bool_to_tensor, crop_view, label_window, labels_to_tensor, load_short_side
+from datasets.transforms import HFLIP_PROB, augmentation_rng, bool_to_tensor, crop_view, label_window, labels_to_tensor, load_short_side
 from utils.errors import UserError
 
 SPLIT_NAMES = {"train": "train2017", "val": "val2017"}
@@ -114,6 +114,8 @@ def paint_annotations(
 class CocoDataset(CheckedImageDataset):
     """COCO 2017 ``train`` (augmented images) or ``val`` (images and masks); see the module doc."""
 
+    train_augmentation: tuple[str, ...] = ("hflip",)
+
     def __init__(
         self,
         root: str | Path,
@@ -128,7 +130,7 @@ class CocoDataset(CheckedImageDataset):
         self.split, self.image_size, self.mask_size = split, image_size, mask_size
         self.eval_protocol, self.strict = eval_protocol, strict
         self.training = split == "train"
-        self.augmentation = ("hflip",) if self.training else ()
+        self.augmentation = self.train_augmentation if self.training else ()
         root = require_dir(Path(root), "COCO", LAYOUT_HINT)
         name = SPLIT_NAMES[split]
         ann_file = require_file(root / "annotations" / f"instances_{name}.json", "COCO annotation file", LAYOUT_HINT)
@@ -175,7 +177,8 @@ class CocoDataset(CheckedImageDataset):
     def _load(self, index: int) -> dict[str, Any]:
         image, _ = load_short_side(self.paths[index], self.image_size)
         if self.training:
-            return {"image": crop_view(image, self.image_size, flip_prob=0.5, rng=augmentation_rng(index))}
+            flip_prob = HFLIP_PROB if self.augment else 0.0
+            return {"image": crop_view(image, self.image_size, flip_prob=flip_prob, rng=augmentation_rng(index))}
         view = crop_view(image, self.image_size)
         height, width = (int(v) for v in self.sizes[index])
         segmentations, classes = self.annotations[index]

@@ -109,6 +109,8 @@ class CheckedImageDataset(Dataset, abc.ABC):
     # Random view changes of the training split, named so that a frozen-feature cache knows
     # which views it would have to store (DESIGN.md); empty for evaluation splits.
     augmentation: tuple[str, ...] = ()
+    # False: training samples without their random view changes (the feature cache makes each view itself).
+    augment: bool = True
     _skipped: int = 0  # corrupt samples met by this process (each DataLoader worker counts its own)
 
     @abc.abstractmethod

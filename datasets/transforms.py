@@ -139,6 +139,10 @@ def bool_to_tensor(mask: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))
 
 
+# Horizontal-flip probability of the augmented training loaders (COCO, VOC; the feature cache too).
+HFLIP_PROB = 0.5
+
+
 def augmentation_rng(index: int) -> np.random.Generator:
     """Random source for the augmentation of sample ``index`` in the current pass.
 

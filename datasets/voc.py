@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from datasets.layout import CheckedImageDataset, check_present, require_dir, require_file, require_nonempty, scan_headers
-from datasets.transforms import augmentation_rng, bool_to_tensor, crop_view, decoding, label_window, labels_to_tensor, load_short_side
+from datasets.transforms import HFLIP_PROB, augmentation_rng, bool_to_tensor, crop_view, decoding, label_window, labels_to_tensor, load_short_side
 from utils.errors import UserError
 from utils.logging import get_logger
 
@@ -102,6 +102,8 @@ def _read_indexed(path: str) -> np.ndarray:
 class VocDataset(CheckedImageDataset):
     """VOC 2012 ``train`` (trainaug, augmented images) or ``val`` (images and masks)."""
 
+    train_augmentation: tuple[str, ...] = ("random_crop", "hflip")
+
     def __init__(
         self,
         root: str | Path,
@@ -115,7 +117,7 @@ class VocDataset(CheckedImageDataset):
         self.split, self.image_size, self.mask_size = split, image_size, mask_size
         self.eval_protocol, self.strict = eval_protocol, strict
         self.training = split == "train"
-        self.augmentation = ("random_crop", "hflip") if self.training else ()
+        self.augmentation = self.train_augmentation if self.training else ()
         voc = find_voc_root(root)
         if self.training:
             ids, source = trainaug_ids(voc, sbd_path)
@@ -150,7 +152,7 @@ class VocDataset(CheckedImageDataset):
         image, (height, width) = load_short_side(self.root / "JPEGImages" / f"{image_id}.jpg", self.image_size)
         if self.training:
             rng = augmentation_rng(index)
-            return {"image": crop_view(image, self.image_size, random_crop=True, flip_prob=0.5, rng=rng)}
+            return {"image": crop_view(image, self.image_size, random_crop=True, flip_prob=HFLIP_PROB, rng=rng)}
         instance = _read_indexed(str(self.root / "SegmentationObject" / f"{image_id}.png"))
         class_map = _read_indexed(str(self.root / "SegmentationClass" / f"{image_id}.png"))
         if instance.shape != (height, width) or class_map.shape != (height, width):

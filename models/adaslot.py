@@ -150,7 +150,13 @@ class AdaSlot(nn.Module):
         return self.encoder(images)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        if "features" in batch:  # precomputed by the frozen encoder (datasets/feature_cache.py)
+            return self.forward_features(batch["features"].float())
         features = self.encoder(batch["image"]) if self.encoder.trainable else self.encode(batch["image"])
+        return self.forward_features(features)
+
+    def forward_features(self, features: torch.Tensor) -> dict[str, Any]:
+        """Everything after the encoder, on its ``features`` [B, N, D] (also the reconstruction target)."""
         targets = features.detach()
         sa = self.slot_attention(self.input_mlp(features))
         slots = sa["slots"]

@@ -155,6 +155,9 @@ class SPOT(nn.Module):
         return {"reconstruction": torch.stack(recons).mean(0), "masks": torch.stack(masks).mean(0)}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        if "features" in batch:  # precomputed by the frozen encoder (datasets/feature_cache.py)
+            features = batch["features"].float()
+            return self.forward_features(features, features)
         features = self.encoder(batch["image"]) if self.encoder.trainable else self.encode(batch["image"])
         if self.target_encoder is not None:
             with torch.no_grad():

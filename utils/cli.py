@@ -81,16 +81,23 @@ def build_datasets(args: argparse.Namespace, run_dir: Path | None) -> tuple[Any,
 
     Every training script calls this before building its model, so a wrong ``--data_path``
     stops the run before any weights are loaded. ``--data_seed`` picks the synthetic scenes and
-    the MOVi frame sampling, so seed sweeps can share one validation set.
+    the MOVi frame sampling, so seed sweeps can share one validation set. With
+    ``--cache_features DIR`` the training set is the checked feature cache (``datasets.feature_cache``).
     """
     from datasets import build_dataset, limit
 
     seed = getattr(args, "data_seed", None)
     seed = args.seed if seed is None else seed
     common = (args.image_size, args.val_mask_size, args.data_path)
-    train_set = build_dataset(args.dataset, "train", *common, args.train_samples, seed, **data_options(args, run_dir))
+    if getattr(args, "cache_features", None):  # precomputed frozen features: no training image is read
+        from datasets.feature_cache import open_training_cache
+
+        train_set = open_training_cache(args)
+    else:
+        train_set = build_dataset(args.dataset, "train", *common, args.train_samples, seed, **data_options(args, run_dir))
+        train_set = limit(train_set, args.train_samples)
     val_set = build_dataset(args.dataset, "val", *common, args.val_samples, seed, **data_options(args))
-    return limit(train_set, args.train_samples), limit(val_set, args.val_samples)
+    return train_set, limit(val_set, args.val_samples)
 
 
 def add_encoder_args(parser: argparse.ArgumentParser) -> None:

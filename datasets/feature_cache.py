@@ -1,0 +1,397 @@
+"""Frozen-feature cache: a frozen encoder's training-set tokens, computed once, read by training.
+
+For models whose encoder is frozen (DINOSAUR, SPOT stage 1, AdaSlot stages 1 and 2) the encoder
+forward of every training step can be replaced by a read. ``scripts/cache_features.py`` writes a
+cache folder; ``--cache_features DIR`` on ``train_spot.py`` / ``train_adaslot.py`` trains from it:
+
+    DIR/metadata.json   what the features are (encoder identity and weights checksum, image
+                        size, token grid, dataset identity, views, sample count, format version)
+    DIR/train.npy       float16 [N, V, T, D]: N samples, V views (``identity``, ``hflip``, as the
+                        training loader draws them), T tokens, D channels; read as a memmap
+
+A cache is written into a temporary sibling folder and renamed into place when complete, so a
+folder at DIR is a finished cache; a missing or short file is refused as incomplete. Training
+batches from a cache hold ``features`` (float16 [B, T, D]) instead of ``image``; the view of
+each sample is drawn exactly as the image loader draws its flip (``augmentation_rng``), so with
+the same seed a run from the cache sees the same views in the same order as a run from images.
+Validation keeps using images (it needs the masks).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from datasets.transforms import HFLIP_PROB, augmentation_rng
+from utils.errors import UserError
+
+FORMAT_VERSION = 1
+METADATA_FILE = "metadata.json"
+SPLIT_FILE = "{split}.npy"
+# Views a cache can hold, named after the loaders' ``augmentation`` entries.
+CACHEABLE_AUGMENTATION = ("hflip",)
+# Datasets whose samples depend on --data_seed (shapes scenes, MOVi frame sampling).
+SEEDED_DATASETS = ("shapes", "movi")
+
+
+def add_cache_args(parser: argparse.ArgumentParser) -> None:
+    """``--cache_features DIR`` for scripts whose models read a frozen encoder."""
+    parser.add_argument_group("frozen-feature cache").add_argument(
+        "--cache_features", default=None, metavar="DIR",
+        help="train from features precomputed by scripts/cache_features.py (same data and encoder flags); "
+             "no image is decoded for training, validation still reads images")
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def train_augmentation(dataset: str) -> tuple[str, ...]:
+    """The random view changes the training split of ``dataset`` applies (its loader's declaration)."""
+    from datasets import canonical_name
+
+    name = canonical_name(dataset)
+    if name == "coco":
+        from datasets.coco import CocoDataset
+
+        return CocoDataset.train_augmentation
+    if name == "voc":
+        from datasets.voc import VocDataset
+
+        return VocDataset.train_augmentation
+    return ()  # shapes, MOVi and the pixel datasets train on fixed views
+
+
+def train_views(dataset: str) -> list[str]:
+    """The views of each training image a cache must hold, or a ``UserError`` if it cannot."""
+    augmentation = train_augmentation(dataset)
+    other = [a for a in augmentation if a not in CACHEABLE_AUGMENTATION]
+    if other:
+        raise UserError(f"--dataset {dataset} trains with {'+'.join(augmentation)}: {', '.join(other)} draws from "
+                        "too many views to cache; train it from images, without a feature cache")
+    return ["identity", *augmentation]
+
+
+def encoder_key(name: str) -> str:
+    """One name per architecture: short names resolve to timm names; small test configs stay as they are."""
+    from models.encoders import SMALL_ENCODERS, resolve_encoder_name
+
+    return name if name in SMALL_ENCODERS else resolve_encoder_name(name)
+
+
+def data_seed(args: argparse.Namespace) -> int:
+    seed = getattr(args, "data_seed", None)
+    return args.seed if seed is None else seed
+
+
+def dataset_record(args: argparse.Namespace) -> dict[str, Any]:
+    """What identifies the training samples: the flags that choose them."""
+    from datasets import canonical_name
+
+    name = canonical_name(args.dataset)
+    movi_paths = getattr(args, "predefined_movi_json_paths", None)
+    return {
+        "dataset": name,
+        "data_path": str(Path(args.data_path).resolve()) if args.data_path else None,
+        "split": "train",
+        "train_samples": args.train_samples,
+        "data_seed": data_seed(args) if name in SEEDED_DATASETS else None,
+        "predefined_movi_json_paths": str(Path(movi_paths).resolve()) if movi_paths else None,
+    }
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _temporary_sibling(target: Path) -> Path:
+    return target.parent / f".{target.name}.partial-{os.getpid()}"
+
+
+def _remove_stale_partials(target: Path) -> None:
+    """Delete temporary folders of ``target`` left by writers that were killed (their process is gone)."""
+    for folder in target.parent.glob(f".{target.name}.partial-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
+
+
+class CacheWriter:
+    """Writes a cache folder: rows of float16 features into a temporary memmap, then
+    ``finish(metadata)`` writes the metadata and renames the folder into place.
+
+    Nothing appears at ``target`` before ``finish``; ``abort`` (or an exception in a ``with``
+    block) removes the temporary folder.
+    """
+
+    def __init__(self, target: str | Path, shape: tuple[int, int, int, int], overwrite: bool = False) -> None:
+        self.target = Path(target)
+        if self.target.exists() and not overwrite:
+            raise UserError(f"{self.target} already exists; pass --overwrite to replace it, or choose another folder")
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(self.target)
+        self.tmp = _temporary_sibling(self.target)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir()
+        self.shape = shape
+        self.file = SPLIT_FILE.format(split="train")
+        self.array = np.lib.format.open_memmap(self.tmp / self.file, mode="w+", dtype=np.float16, shape=shape)
+
+    def write(self, start: int, view: int, features: torch.Tensor) -> None:
+        """Rows ``start..start+B`` of view ``view`` from features [B, T, D]."""
+        rows = features.detach().to("cpu", torch.float16).numpy()
+        self.array[start : start + len(rows), view] = rows
+
+    def finish(self, metadata: dict[str, Any]) -> Path:
+        self.array.flush()
+        del self.array
+        meta = {**metadata, "format_version": FORMAT_VERSION, "dtype": "float16", "shape": list(self.shape),
+                "files": {"train": self.file}, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        (self.tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if self.target.exists():  # --overwrite: the old cache goes only once the new one is complete
+            shutil.rmtree(self.target)
+        os.replace(self.tmp, self.target)
+        return self.target
+
+    def abort(self) -> None:
+        self.__dict__.pop("array", None)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> "CacheWriter":
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def cache_metadata(args: argparse.Namespace, encoder: Any, num_samples: int, views: list[str]) -> dict[str, Any]:
+    """The metadata of a cache of ``num_samples`` training samples encoded by ``encoder``."""
+    from models import encoder_fingerprint
+
+    grid = encoder.token_grid(args.image_size)
+    return {
+        "encoder": {
+            "name": args.which_encoder, "key": encoder_key(args.which_encoder), "cache_tag": encoder.cache_tag,
+            "weights_source": encoder.weights_source, "fingerprint": encoder_fingerprint(encoder),
+            "final_norm": bool(encoder.final_norm), "depth": encoder.depth, "patch_size": encoder.patch_size,
+        },
+        "image_size": args.image_size,
+        "token_grid": list(grid),
+        "num_tokens": grid[0] * grid[1],
+        "dim": encoder.embed_dim,
+        **dataset_record(args),
+        "num_samples": num_samples,
+        "views": views,
+        "view_rule": f"hflip with probability {HFLIP_PROB}, drawn per sample by datasets.transforms.augmentation_rng"
+                     if "hflip" in views else "identity only",
+    }
+
+
+@torch.no_grad()
+def write_feature_cache(args: argparse.Namespace, target: str | Path, train_set: Dataset, encoder: Any,
+                        device: torch.device, overwrite: bool = False, progress: bool = True) -> Path:
+    """Encode every training sample in every training view and write the cache folder ``target``."""
+    from tqdm import tqdm
+
+    from utils.train import make_loader
+
+    views = train_views(args.dataset)
+    base = getattr(train_set, "dataset", train_set)  # limit() wraps the set in a Subset
+    declared = tuple(getattr(base, "augmentation", ()))
+    if declared != tuple(views[1:]):  # the registry and the loader must agree on the views
+        raise AssertionError(f"{type(base).__name__} declares {declared}, the cache expects {views[1:]}")
+    if declared:
+        base.augment = False  # identity images; every view is made here
+    grid = encoder.token_grid(args.image_size)
+    num = len(train_set)  # type: ignore[arg-type]
+    shape = (num, len(views), grid[0] * grid[1], encoder.embed_dim)
+    encoder = encoder.to(device).eval()
+    loader = make_loader(train_set, args.batch_size, args.num_workers, None, 0, drop_last=False)
+    with CacheWriter(target, shape, overwrite) as writer:
+        start = 0
+        for batch in tqdm(loader, desc=f"encoding {num} samples x {len(views)} views", disable=not progress):
+            images = batch["image"].to(device)
+            for v, view in enumerate(views):
+                writer.write(start, v, encoder(view_images(images, view)))
+            start += len(images)
+        if start != num:
+            raise RuntimeError(f"the loader gave {start} samples, the training set has {num}")
+        return writer.finish(cache_metadata(args, encoder, num, views))
+
+
+def view_images(images: torch.Tensor, view: str) -> torch.Tensor:
+    """One training view of identity images [B, 3, H, W] (the loaders flip whole crops)."""
+    if view == "identity":
+        return images
+    if view == "hflip":
+        return images.flip(-1)
+    raise ValueError(f"unknown view {view!r}")
+
+
+# --------------------------------------------------------------------------- reading and checks
+
+
+def read_metadata(directory: str | Path) -> dict[str, Any]:
+    """The metadata of a complete cache folder; a missing or incomplete one is a ``UserError``."""
+    root = Path(directory)
+    fix = "write it with scripts/cache_features.py (same data and encoder flags as training)"
+    if not root.is_dir():
+        raise UserError(f"feature cache {root} not found; {fix}")
+    meta_file = root / METADATA_FILE
+    try:
+        meta = json.loads(meta_file.read_text())
+    except FileNotFoundError:
+        raise UserError(f"feature cache {root} is incomplete (no {METADATA_FILE}); {fix}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"feature cache {root} has an unreadable {METADATA_FILE} ({err}); {fix}") from err
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"feature cache {root} has format version {meta.get('format_version')}, this code reads "
+                        f"{FORMAT_VERSION}; {fix}")
+    path = root / meta["files"]["train"]
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (FileNotFoundError, ValueError, OSError) as err:
+        raise UserError(f"feature cache {root} is incomplete ({path.name}: {err}); {fix}") from err
+    if list(array.shape) != meta["shape"] or array.dtype != np.float16:
+        raise UserError(f"feature cache {root} is incomplete ({path.name} holds {array.dtype} {list(array.shape)}, "
+                        f"the metadata says float16 {meta['shape']}); {fix}")
+    return meta
+
+
+def _mismatch(root: Path, what: str, cached: Any, wanted: Any, fix: str) -> UserError:
+    return UserError(f"feature cache {root} was written for {what} {cached}, training asks for {wanted}; {fix}")
+
+
+def check_cache_flags(directory: str | Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Refuse a cache whose features are not the ones these training flags would compute.
+
+    Everything is checked from the flags (no encoder is built): encoder architecture, final
+    norm, a frozen encoder, image size, dataset identity, views and sample count. The weights
+    (source and checksum) are compared by :func:`check_cache_encoder` once the encoder exists.
+    """
+    root = Path(directory)
+    meta = read_metadata(root)
+    rewrite = f"rewrite the cache with these flags (scripts/cache_features.py --out {root} --overwrite ...) or drop --cache_features"
+    enc = meta["encoder"]
+    if encoder_key(args.which_encoder) != enc["key"]:
+        raise _mismatch(root, "encoder", enc["name"], args.which_encoder, rewrite)
+    if bool(args.encoder_final_norm) != enc["final_norm"]:
+        raise _mismatch(root, "--encoder_final_norm", enc["final_norm"], bool(args.encoder_final_norm), rewrite)
+    if args.finetune_blocks_after < enc["depth"]:
+        raise UserError(f"--finetune_blocks_after {args.finetune_blocks_after} trains encoder blocks, whose features "
+                        f"change every step, so they cannot come from a cache; drop --cache_features, or keep the "
+                        f"encoder frozen (--finetune_blocks_after {enc['depth']} or more)")
+    if args.image_size != meta["image_size"]:
+        raise _mismatch(root, "--image_size", meta["image_size"], args.image_size, rewrite)
+    record = dataset_record(args)
+    for key in ("dataset", "data_path", "data_seed", "predefined_movi_json_paths"):
+        if record[key] != meta[key]:
+            raise _mismatch(root, key, meta[key], record[key], rewrite)
+    views = train_views(args.dataset)
+    if views != meta["views"]:
+        raise _mismatch(root, "views", "+".join(meta["views"]), "+".join(views), rewrite)
+    # A cache of more samples serves a shorter --train_samples (the first N, as ``limit`` takes them).
+    cached_limit, wanted = meta["train_samples"], args.train_samples
+    if cached_limit is not None and (wanted is None or wanted > meta["num_samples"]):
+        raise _mismatch(root, "--train_samples", cached_limit, wanted if wanted is not None else "all (no --train_samples)",
+                        rewrite)
+    return meta
+
+
+def check_cache_encoder(meta: dict[str, Any], encoder: Any, directory: str | Path) -> None:
+    """Refuse a cache written with other encoder weights than ``encoder``'s (checksum)."""
+    from models import encoder_fingerprint
+
+    if encoder.trainable:
+        raise UserError(f"the encoder has trainable blocks, so its features cannot come from the cache {directory}; "
+                        "drop --cache_features")
+    cached = meta["encoder"]
+    if encoder.cache_tag != cached["cache_tag"]:
+        raise UserError(f"feature cache {directory} was written by encoder {cached['cache_tag']}, training uses "
+                        f"{encoder.cache_tag}; rewrite the cache with the training flags or drop --cache_features")
+    expected, actual = cached["fingerprint"], encoder_fingerprint(encoder)
+    if abs(actual - expected) > 1e-6 * max(abs(expected), 1.0):
+        raise UserError(f"feature cache {directory} was written with other {meta['encoder']['name']} weights "
+                        f"({meta['encoder']['weights_source']}, checksum {expected:.6g} vs {actual:.6g}); rewrite "
+                        "it with the training flags (the same --seed for random weights) or drop --cache_features")
+
+
+class CachedFeatures(Dataset):
+    """Training samples from a cache folder: ``{"features": float16 [T, D], "index": i}``.
+
+    The view of sample ``i`` is drawn as the image loader draws its flip: ``augmentation_rng(i)``
+    then one uniform number against ``HFLIP_PROB``, so the global RNG (``--num_workers 0``) or
+    the worker seed is consumed exactly as by a run from images. ``num_samples`` keeps the
+    first N cached samples (``--train_samples``).
+    """
+
+    def __init__(self, directory: str | Path, meta: dict[str, Any] | None = None, num_samples: int | None = None) -> None:
+        self.root = Path(directory)
+        self.meta = read_metadata(self.root) if meta is None else meta
+        self.path = self.root / self.meta["files"]["train"]
+        total = int(self.meta["num_samples"])
+        self.num_samples = total if num_samples is None else min(num_samples, total)
+        self.views = list(self.meta["views"])
+        self._array: np.ndarray | None = None
+        self._pid: int | None = None
+
+    def _features(self) -> np.ndarray:
+        # Opened lazily and once per process, so DataLoader workers map the file themselves.
+        if self._array is None or self._pid != os.getpid():
+            self._array = np.load(self.path, mmap_mode="r")
+            self._pid = os.getpid()
+        return self._array
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_array"], state["_pid"] = None, None  # spawned workers reopen the file
+        return state
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def view_index(self, index: int) -> int:
+        if len(self.views) == 1:
+            return 0  # identity only: the image loader draws nothing either
+        flip = float(augmentation_rng(index).random()) < HFLIP_PROB
+        return self.views.index("hflip") if flip else 0
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index)
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"index {index} out of range for {self.num_samples} cached samples")
+        rows = np.array(self._features()[index, self.view_index(index)])  # copy out of the memmap
+        return {"features": torch.from_numpy(rows), "index": index}
+
+    def check_encoder(self, encoder: Any) -> None:
+        """Refuse training ``encoder`` on this cache unless it computes the cached features."""
+        check_cache_encoder(self.meta, encoder, self.root)
+
+    @property
+    def bytes_per_sample(self) -> int:
+        return int(np.prod(self.meta["shape"][1:])) * 2
+
+
+def open_training_cache(args: argparse.Namespace) -> CachedFeatures:
+    """The training set of ``--cache_features`` after checking the cache against the flags."""
+    meta = check_cache_flags(args.cache_features, args)
+    return CachedFeatures(args.cache_features, meta, args.train_samples)
+
+
+def check_frozen_encoder(train_set: Iterable | Dataset, encoder: Any) -> None:
+    """For a cached training set, refuse an encoder that does not compute its features (no-op otherwise)."""
+    if isinstance(train_set, CachedFeatures):
+        train_set.check_encoder(encoder)
