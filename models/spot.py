@@ -69,6 +69,10 @@ class SPOT(nn.Module):
     normalised over slots), and ``attn_logits`` [B, N, K] of the last slot-attention iteration.
     """
 
+    # "all" orderings: at most this many (image, ordering) sequences per decoder pass; bounds the
+    # memory of decoding the nine orderings together (a ViT-B decoder needs ~5 MB per sequence).
+    decode_chunk_rows: int = 512
+
     def __init__(self, encoder: FrozenViT, config: SPOTConfig, target_encoder: FrozenViT | None = None) -> None:
         super().__init__()
         if config.dec_type not in DECODER_TYPES:
@@ -146,13 +150,21 @@ class SPOT(nn.Module):
         if self.config.dec_type == "mlp":
             out = self.decoder(slots)
             return {"reconstruction": out["reconstruction"], "masks": out["masks"]}
+        indices = self._ordering_indices()
+        if len(indices) == 1:
+            out = self.decoder(slots, targets, ordering=self.orderings[indices[0]], ordering_index=indices[0])
+            return {"reconstruction": out["reconstruction"], "masks": out["masks"]}
+        # Several orderings ("all"): decoded together, stacked along the batch dimension (one
+        # decoder pass instead of nine), in chunks of at most decode_chunk_rows sequences.
+        per_chunk = max(1, self.decode_chunk_rows // slots.shape[0])
         recons, masks = [], []
-        for index in self._ordering_indices():
-            out = self.decoder(slots, targets, ordering=self.orderings[index], ordering_index=index)
+        for start in range(0, len(indices), per_chunk):
+            chunk = indices[start : start + per_chunk]
+            out = self.decoder(slots, targets, ordering=self.orderings[chunk], ordering_index=chunk)
             recons.append(out["reconstruction"])
             masks.append(out["masks"])
         # In "all" mode outputs (not losses) are averaged, as in SPOT.
-        return {"reconstruction": torch.stack(recons).mean(0), "masks": torch.stack(masks).mean(0)}
+        return {"reconstruction": torch.cat(recons).mean(0), "masks": torch.cat(masks).mean(0)}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         features = self.encoder(batch["image"]) if self.encoder.trainable else self.encode(batch["image"])
