@@ -166,11 +166,42 @@ class SPOT(nn.Module):
         # In "all" mode outputs (not losses) are averaged, as in SPOT.
         return {"reconstruction": torch.cat(recons).mean(0), "masks": torch.cat(masks).mean(0)}
 
+    def shared_prefix_blocks(self) -> int:
+        """Leading blocks whose output the encoder and the frozen target encoder can share.
+
+        A fine-tuned encoder (SPOT stage 2) keeps its stem and first blocks frozen, with the
+        weights of the target encoder it was copied from; those run once per batch for both.
+        The weights are compared again only after one of them changed (tensor version counters).
+        """
+        k = self.encoder.first_trainable_block()
+        if self.target_encoder is None or k == 0:
+            return 0
+        ours = [(n, p) for n, p in self.encoder.vit.named_parameters()
+                if not (n.startswith("blocks.") and int(n.split(".")[1]) >= k)]
+        theirs = dict(self.target_encoder.vit.named_parameters())
+        versions = (k, tuple(p._version for _, p in ours), tuple(p._version for p in theirs.values()))
+        cached = getattr(self, "_prefix_check", None)
+        if cached is None or cached[0] != versions:
+            same = (self.encoder.cache_tag == self.target_encoder.cache_tag
+                    and all(n in theirs and torch.equal(p, theirs[n]) for n, p in ours)
+                    and torch.equal(self.encoder.mean, self.target_encoder.mean)
+                    and torch.equal(self.encoder.std, self.target_encoder.std))
+            cached = self._prefix_check = (versions, k if same else 0)
+        return cached[1]
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        features = self.encoder(batch["image"]) if self.encoder.trainable else self.encode(batch["image"])
+        images = batch["image"]
+        shared = self.shared_prefix_blocks()
+        if shared:  # stage 2: the frozen stem and first blocks once, for both encoders
+            hidden = self.target_encoder.frozen_prefix(images, shared)
+            features = self.encoder.forward_from(hidden, shared)
+            with torch.no_grad():
+                targets = self.target_encoder.forward_from(hidden, shared)
+            return self.forward_features(features, targets)
+        features = self.encoder(images) if self.encoder.trainable else self.encode(images)
         if self.target_encoder is not None:
             with torch.no_grad():
-                targets = self.target_encoder(batch["image"])
+                targets = self.target_encoder(images)
         else:
             targets = features.detach()
         return self.forward_features(features, targets)

@@ -93,3 +93,39 @@ def test_eval_all_runs_encoder_and_slot_attention_once_per_batch(tmp_path: Path,
     assert calls["slot_attention"] == [4, 4]
     # One decoder pass per batch, over all nine orderings (9 x 4 sequences).
     assert calls["decoder"] == [(4, tuple(range(9)))] * 2
+
+
+def test_fine_tuned_encoder_shares_the_frozen_prefix_with_its_target_encoder() -> None:
+    """Stage 2 (and --use_second_encoder): the frozen stem and blocks run once for both encoders."""
+    torch.manual_seed(0)
+    encoder = FrozenViT("vit_tiny_p4", pretrained=False)  # 2 blocks
+    encoder.set_finetune_blocks_after(1)
+    config = SPOTConfig(image_size=16, num_slots=3, slot_size=16, mlp_hidden_size=32, num_dec_blocks=1, num_heads=2,
+                        use_second_encoder=True)
+    model = SPOT(encoder, config).eval()
+    runs: list[str] = []
+    for name, enc in (("encoder", model.encoder), ("target", model.target_encoder)):
+        for i, block in enumerate(enc.vit.blocks):
+            block.register_forward_hook(lambda *_, tag=f"{name}.{i}": runs.append(tag))
+    images = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        out = model({"image": images})
+        assert sorted(runs) == ["encoder.1", "target.0", "target.1"]
+        runs.clear()
+        torch.manual_seed(1)
+        reference = model.forward_features(model.encoder(images), model.target_encoder(images))
+    torch.testing.assert_close(out["reconstruction"], reference["reconstruction"], rtol=0, atol=0)
+    torch.testing.assert_close(out["masks"]["slots"], reference["masks"]["slots"], rtol=0, atol=0)
+    # Gradients still reach the fine-tuned block.
+    model.train()
+    model({"image": images})["loss"].backward()
+    assert model.encoder.vit.blocks[1].attn.qkv.weight.grad is not None
+    # Frozen weights that no longer agree: nothing is shared, both encoders run in full.
+    with torch.no_grad():
+        model.target_encoder.vit.blocks[0].attn.qkv.weight.add_(1.0)
+    assert model.shared_prefix_blocks() == 0
+    runs.clear()
+    with torch.no_grad():
+        model.eval()({"image": images})
+    assert sorted(runs) == ["encoder.0", "encoder.1", "target.0", "target.1"]
