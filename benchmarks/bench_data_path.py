@@ -159,7 +159,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2, help="alternating (memory, jpeg) rounds")
     parser.add_argument("--num_workers", type=int, default=None, help="loader workers (default: the training default)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads (default: as train_spot.py)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch CPU threads (default: as train_spot.py would use)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--root", default=None, help="write the fixture here (default: a temporary folder)")
     args = parser.parse_args()
