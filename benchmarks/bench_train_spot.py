@@ -13,6 +13,13 @@ its own. Modes:
 Example:
 
     python benchmarks/bench_train_spot.py --which_encoder dino_vitb16 --image_size 224 --batch_size 8
+
+``--estimate_gpu 64`` estimates peak memory at batch 64 without running it: each mode runs at the
+small batches of ``--estimate_from`` (default 2 and 8), and peak memory is extrapolated linearly
+in the batch (activations grow with it; parameters, gradients and Adam's moments do not). On the
+CPU the measured peak is the process RSS, which also holds ~0.5-1 GB of libraries, and attention
+is computed with explicit [B, heads, N, N] weights where CUDA's fused kernels keep none, so the
+CPU-based figure overstates the GPU's need; on a GPU, run the batch itself instead.
 """
 from __future__ import annotations
 
@@ -68,11 +75,16 @@ def bench(mode: str, args: argparse.Namespace, device: torch.device) -> dict[str
                           TrainConfig(epochs=1, batch_size=args.batch_size), {})
         elapsed, _ = time_train_steps(trainer, {"image": images}, args.warmup, args.steps, device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # Every weight held (the stage-2 teacher is not a submodule; shared encoders counted once).
+    held = {id(p): p for m in (model, getattr(model, "teacher", model)) for p in m.parameters()}
+    weights = sum(p.numel() for p in held.values())
     return {
         "images_per_s": args.steps * args.batch_size / elapsed,
         "ms_per_step": 1000 * elapsed / args.steps,
         "peak_mb": peak_memory_mb(device),
         "trainable_m": trainable / 1e6,
+        # fp32 weights + gradients and two Adam moments of the trainable ones
+        "fixed_mb": (4 * weights + 12 * trainable) / 2**20,
     }
 
 
@@ -88,7 +100,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--modes", default="dinosaur,spot,spot2,spot2_unshared")
+    parser.add_argument("--estimate_gpu", type=int, default=None, metavar="BATCH",
+                        help="estimate peak memory at this batch from runs at the --estimate_from batches")
+    parser.add_argument("--estimate_from", default="2,8", help="two small batch sizes for --estimate_gpu")
     args = parser.parse_args()
+    if args.estimate_gpu is not None:
+        estimate_memory(args)
+        return
     device = select_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(f"device: {name} | torch {torch.__version__} | encoder {args.which_encoder} (random weights) | "
@@ -105,6 +123,31 @@ def main() -> None:
             speed = results[a]["images_per_s"] / results[b]["images_per_s"]
             memory = results[a]["peak_mb"] / results[b]["peak_mb"]
             print(f"{a}/{b}: images/s x{speed:.2f}, peak memory x{memory:.2f}")
+
+
+def estimate_memory(args: argparse.Namespace, capacity_gb: float = 80.0) -> None:
+    """Peak memory at ``args.estimate_gpu`` from two small batches, extrapolated linearly in the batch."""
+    device = select_device(args.device)
+    small = sorted(int(b) for b in args.estimate_from.split(","))
+    if len(small) != 2 or small[0] == small[1]:
+        raise SystemExit("--estimate_from needs two different batch sizes, e.g. 2,8")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
+    memory = "peak GPU memory" if device.type == "cuda" else "peak process RSS"
+    print(f"device: {name} | encoder {args.which_encoder} (random weights) | {args.image_size}px, {args.num_slots} "
+          f"slots, fp32 | {memory} at batches {small[0]} and {small[1]}, extrapolated to {args.estimate_gpu}")
+    for mode in args.modes.split(","):
+        runs = []
+        for batch in small:
+            with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+                runs.append(pool.submit(bench, mode, argparse.Namespace(**{**vars(args), "batch_size": batch}),
+                                        device).result())
+        per_image = (runs[1]["peak_mb"] - runs[0]["peak_mb"]) / (small[1] - small[0])
+        estimate = runs[0]["peak_mb"] + per_image * (args.estimate_gpu - small[0])
+        verdict = "fits" if estimate / 1024 < 0.8 * capacity_gb else "does NOT fit"
+        print(f"{mode:14s} {runs[0]['peak_mb']:7.0f} MB at batch {small[0]}, {runs[1]['peak_mb']:7.0f} MB at batch "
+              f"{small[1]}: {per_image:6.1f} MB per image -> estimate {estimate:8.0f} MB ({estimate / 1024:.1f} GB) "
+              f"at batch {args.estimate_gpu}, of which weights/gradients/Adam {runs[0]['fixed_mb']:.0f} MB; "
+              f"{verdict} {capacity_gb:g} GB with 20% to spare")
 
 
 if __name__ == "__main__":

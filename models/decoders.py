@@ -15,6 +15,7 @@ fp32, the final LayerNorm runs in fp32 under autocast), so the MSE can be taken 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -342,43 +343,55 @@ class AutoregressiveDecoder(nn.Module):
         slots: torch.Tensor,
         targets: torch.Tensor,
         ordering: torch.Tensor | None = None,
-        ordering_index: int = 0,
+        ordering_index: int | Sequence[int] = 0,
     ) -> dict[str, torch.Tensor]:
-        """Teacher-forced decoding under one patch ordering.
+        """Teacher-forced decoding under one patch ordering, or under several at once.
 
         Args:
             slots: ``[B, K, Ds]``.
             targets: ``[B, N, D]`` target features in raster order (also the teacher-forcing input).
             ordering: LongTensor ``[N]``; sequence position ``j`` predicts token ``ordering[j]``.
-                ``None`` = raster order.
-            ordering_index: which BOS token to use (``< num_orderings``).
+                ``None`` = raster order. ``[M, N]`` decodes ``M`` orderings in one pass: they are
+                stacked along the batch dimension (``M * B`` sequences), which is faster than ``M``
+                calls when the per-call work is small (SPOT's ``--eval_permutations all``).
+            ordering_index: which BOS token to use (``< num_orderings``); one per ordering (a
+                sequence of ``M``) with an ``[M, N]`` ordering.
 
         Returns:
             dict with (both in raster token order, float32)
               * ``reconstruction``: ``[B, N, D]`` (``[B, N, output_dim]`` logits with a head),
               * ``masks``: ``[B, K, N]`` last block's cross-attention (pre-dropout, mean over heads),
-                summing to 1 over ``K``.
+                summing to 1 over ``K``;
+            with an ``[M, N]`` ordering each gets a leading ``M`` dimension (``[M, B, N, D]``, ``[M, B, K, N]``).
         """
-        if not 0 <= ordering_index < self.num_orderings:
-            raise ValueError(
-                f"ordering_index {ordering_index} out of range for {self.num_orderings} BOS token(s)"
-            )
         B, N, D = targets.shape
         if D != self.feature_dim:
             raise ValueError(f"targets have dim {D}, decoder expects {self.feature_dim}")
-
+        several = ordering is not None and ordering.dim() == 2
+        indices = [int(i) for i in ordering_index] if isinstance(ordering_index, Sequence) else [int(ordering_index)]
+        for index in indices:
+            if not 0 <= index < self.num_orderings:
+                raise ValueError(f"ordering_index {index} out of range for {self.num_orderings} BOS token(s)")
+        M = len(indices)
+        if several != isinstance(ordering_index, Sequence) or (several and ordering.shape[0] != M):
+            raise ValueError("pass one ordering_index per ordering: an int with an [N] ordering, "
+                             "a sequence of M with an [M, N] ordering")
         if ordering is not None:
-            if ordering.shape != (N,):
-                raise ValueError(f"ordering must have shape [{N}], got {tuple(ordering.shape)}")
-            ordering = ordering.to(device=targets.device, dtype=torch.long)
-            seq = targets.index_select(1, ordering)
+            if ordering.shape[-1:] != (N,) or ordering.dim() > 2:
+                raise ValueError(f"ordering must have shape [{N}] or [M, {N}], got {tuple(ordering.shape)}")
+            ordering = ordering.to(device=targets.device, dtype=torch.long).reshape(M, N)
+            # [B, M * N] -> [M, B, N, D]: ordering m's sequences are rows m*B .. (m+1)*B - 1.
+            seq = targets.index_select(1, ordering.reshape(-1)).view(B, M, N, D).transpose(0, 1)
         else:
-            seq = targets
+            seq = targets.unsqueeze(0)
 
-        bos = self.bos_tokens[ordering_index].to(targets.dtype).view(1, 1, D).expand(B, 1, D)
-        x = torch.cat([bos, seq[:, :-1]], dim=1)  # [B, N, D]
+        bos_index = torch.as_tensor(indices, device=targets.device)
+        bos = self.bos_tokens.index_select(0, bos_index).to(targets.dtype).view(M, 1, 1, D).expand(M, B, 1, D)
+        x = torch.cat([bos, seq[:, :, :-1]], dim=2).reshape(M * B, N, D)
         x = self.input_proj(x)
-        memory = self.slot_proj(slots)  # [B, K, D]
+        memory = self.slot_proj(slots)  # [B, K, D], the same for every ordering
+        if M > 1:
+            memory = memory.unsqueeze(0).expand(M, *memory.shape).reshape(M * B, *memory.shape[1:])
 
         weights: torch.Tensor | None = None
         last = len(self.blocks) - 1
@@ -386,15 +399,19 @@ class AutoregressiveDecoder(nn.Module):
             x, w = block(x, memory, return_weights=(i == last))
             if w is not None:
                 weights = w
-        recon = self.head(self.final_norm(x)).float()  # [B, N, D or output_dim], sequence order
+        recon = self.head(self.final_norm(x)).float()  # [M * B, N, D or output_dim], sequence order
         assert weights is not None
-        masks = weights / weights.sum(dim=-1, keepdim=True)  # [B, N, K]; already ~1, renormalise
+        masks = weights / weights.sum(dim=-1, keepdim=True)  # [M * B, N, K]; already ~1, renormalise
+        recon, masks = recon.view(M, B, N, -1), masks.view(M, B, N, -1)
 
         if ordering is not None:
-            inv = inverse_ordering(ordering)
-            recon = recon.index_select(1, inv)
-            masks = masks.index_select(1, inv)
-        return {"reconstruction": recon, "masks": masks.transpose(1, 2).contiguous()}
+            inv = inverse_ordering(ordering)  # [M, N]
+            recon = recon.gather(2, inv.view(M, 1, N, 1).expand_as(recon))
+            masks = masks.gather(2, inv.view(M, 1, N, 1).expand_as(masks))
+        masks = masks.transpose(2, 3).contiguous()  # [M, B, K, N]
+        if not several:
+            return {"reconstruction": recon[0], "masks": masks[0]}
+        return {"reconstruction": recon, "masks": masks}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -69,6 +69,10 @@ class SPOT(nn.Module):
     normalised over slots), and ``attn_logits`` [B, N, K] of the last slot-attention iteration.
     """
 
+    # "all" orderings: at most this many (image, ordering) sequences per decoder pass; bounds the
+    # memory of decoding the nine orderings together (a ViT-B decoder needs ~5 MB per sequence).
+    decode_chunk_rows: int = 512
+
     def __init__(self, encoder: FrozenViT, config: SPOTConfig, target_encoder: FrozenViT | None = None) -> None:
         super().__init__()
         if config.dec_type not in DECODER_TYPES:
@@ -146,22 +150,61 @@ class SPOT(nn.Module):
         if self.config.dec_type == "mlp":
             out = self.decoder(slots)
             return {"reconstruction": out["reconstruction"], "masks": out["masks"]}
+        indices = self._ordering_indices()
+        if len(indices) == 1:
+            out = self.decoder(slots, targets, ordering=self.orderings[indices[0]], ordering_index=indices[0])
+            return {"reconstruction": out["reconstruction"], "masks": out["masks"]}
+        # Several orderings ("all"): decoded together, stacked along the batch dimension (one
+        # decoder pass instead of nine), in chunks of at most decode_chunk_rows sequences.
+        per_chunk = max(1, self.decode_chunk_rows // slots.shape[0])
         recons, masks = [], []
-        for index in self._ordering_indices():
-            out = self.decoder(slots, targets, ordering=self.orderings[index], ordering_index=index)
+        for start in range(0, len(indices), per_chunk):
+            chunk = indices[start : start + per_chunk]
+            out = self.decoder(slots, targets, ordering=self.orderings[chunk], ordering_index=chunk)
             recons.append(out["reconstruction"])
             masks.append(out["masks"])
         # In "all" mode outputs (not losses) are averaged, as in SPOT.
-        return {"reconstruction": torch.stack(recons).mean(0), "masks": torch.stack(masks).mean(0)}
+        return {"reconstruction": torch.cat(recons).mean(0), "masks": torch.cat(masks).mean(0)}
+
+    def shared_prefix_blocks(self) -> int:
+        """Leading blocks whose output the encoder and the frozen target encoder can share.
+
+        A fine-tuned encoder (SPOT stage 2) keeps its stem and first blocks frozen, with the
+        weights of the target encoder it was copied from; those run once per batch for both.
+        The weights are compared again only after one of them changed (tensor version counters).
+        """
+        k = self.encoder.first_trainable_block()
+        if self.target_encoder is None or k == 0:
+            return 0
+        ours = [(n, p) for n, p in self.encoder.vit.named_parameters()
+                if not (n.startswith("blocks.") and int(n.split(".")[1]) >= k)]
+        theirs = dict(self.target_encoder.vit.named_parameters())
+        versions = (k, tuple(p._version for _, p in ours), tuple(p._version for p in theirs.values()))
+        cached = getattr(self, "_prefix_check", None)
+        if cached is None or cached[0] != versions:
+            same = (self.encoder.cache_tag == self.target_encoder.cache_tag
+                    and all(n in theirs and torch.equal(p, theirs[n]) for n, p in ours)
+                    and torch.equal(self.encoder.mean, self.target_encoder.mean)
+                    and torch.equal(self.encoder.std, self.target_encoder.std))
+            cached = self._prefix_check = (versions, k if same else 0)
+        return cached[1]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         if "features" in batch:  # precomputed by the frozen encoder (datasets/feature_cache.py)
             features = batch["features"].float()
             return self.forward_features(features, features)
-        features = self.encoder(batch["image"]) if self.encoder.trainable else self.encode(batch["image"])
+        images = batch["image"]
+        shared = self.shared_prefix_blocks()
+        if shared:  # stage 2: the frozen stem and first blocks once, for both encoders
+            hidden = self.target_encoder.frozen_prefix(images, shared)
+            features = self.encoder.forward_from(hidden, shared)
+            with torch.no_grad():
+                targets = self.target_encoder.forward_from(hidden, shared)
+            return self.forward_features(features, targets)
+        features = self.encoder(images) if self.encoder.trainable else self.encode(images)
         if self.target_encoder is not None:
             with torch.no_grad():
-                targets = self.target_encoder(batch["image"])
+                targets = self.target_encoder(images)
         else:
             targets = features.detach()
         return self.forward_features(features, targets)

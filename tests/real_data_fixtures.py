@@ -180,18 +180,20 @@ def movi_labels(size: int, video: int, t: int) -> np.ndarray:
 
 
 def write_coco_scaled(root: Path, num_images: int, size: tuple[int, int] = (480, 640), anns_per_image: int = 7,
-                      seed: int = 0) -> Path:
+                      seed: int = 0, sizes: list[tuple[int, int]] | None = None) -> Path:
     """A COCO-sized fixture for benchmarks: photo-sized JPEGs, 20-vertex polygons, some crowd RLEs.
 
     The same images and annotations serve both splits (COCO averages ~7 annotations per image).
+    ``sizes`` (height, width), if given, are used in turn instead of the one ``size``.
     """
     rng = np.random.default_rng(seed)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
-    height, width = size
     images, annotations = [], []
     for split in ("train2017", "val2017"):
         (root / split).mkdir(exist_ok=True)
     for i in range(num_images):
+        size = sizes[i % len(sizes)] if sizes else size
+        height, width = size
         name = f"{i + 1:012d}.jpg"
         image = _random_image(rng, height, width)
         for split in ("train2017", "val2017"):
