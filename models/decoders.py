@@ -155,7 +155,8 @@ class _MultiHeadAttention(nn.Module):
     ``proj_o`` uses xavier gain ``out_gain``. Dropout is applied to the attention weights and to
     the output. With ``return_weights=True`` the softmax is computed explicitly in fp32 and the
     pre-dropout weights averaged over heads (``[B, Lq, Lk]``) are returned too; otherwise
-    :func:`F.scaled_dot_product_attention` is used.
+    :func:`F.scaled_dot_product_attention` is used (fused flash / memory-efficient kernels), unless
+    ``sdpa`` is False: then the same explicit fp32 path runs (reference and benchmark baseline).
     """
 
     def __init__(self, dim: int, num_heads: int, dropout: float, out_gain: float) -> None:
@@ -166,6 +167,7 @@ class _MultiHeadAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.dropout = dropout
+        self.sdpa = True  # see AutoregressiveDecoder.use_sdpa
         self.proj_q = _xavier_linear(dim, dim, bias=False)
         self.proj_k = _xavier_linear(dim, dim, bias=False)
         self.proj_v = _xavier_linear(dim, dim, bias=False)
@@ -190,7 +192,7 @@ class _MultiHeadAttention(nn.Module):
         kh = self._heads(self.proj_k(kv))
         vh = self._heads(self.proj_v(kv))
         weights_mean: torch.Tensor | None = None
-        if return_weights:
+        if return_weights or not self.sdpa:
             # fp32 logits and softmax even under autocast (autocast would recast matmul inputs).
             with torch.autocast(device_type=q.device.type, enabled=False):
                 logits = torch.matmul(qh.float(), kh.float().transpose(-1, -2)) / math.sqrt(self.head_dim)
@@ -199,7 +201,8 @@ class _MultiHeadAttention(nn.Module):
                     mask = torch.ones(Lq, Lk, dtype=torch.bool, device=q.device).triu(1)
                     logits = logits.masked_fill(mask, float("-inf"))
                 attn = torch.softmax(logits, dim=-1)  # [B, H, Lq, Lk], fp32
-                weights_mean = attn.mean(dim=1)  # pre-dropout, averaged over heads
+                if return_weights:
+                    weights_mean = attn.mean(dim=1)  # pre-dropout, averaged over heads
             out = torch.matmul(self.attn_dropout(attn).to(vh.dtype), vh)
         else:
             out = F.scaled_dot_product_attention(
@@ -337,12 +340,20 @@ class AutoregressiveDecoder(nn.Module):
             nn.Identity() if output_dim is None else _xavier_linear(feature_dim, output_dim, bias=False)
         )
 
+    def use_sdpa(self, enabled: bool = True) -> None:
+        """Attention kernel of every block: ``F.scaled_dot_product_attention`` (default) or the
+        explicit fp32 softmax. The last block's cross-attention always runs explicitly, since its
+        weights are the masks. Changes no parameter, so checkpoints do not depend on it."""
+        for module in self.modules():
+            if isinstance(module, _MultiHeadAttention):
+                module.sdpa = enabled
+
     def forward(
         self,
         slots: torch.Tensor,
         targets: torch.Tensor,
         ordering: torch.Tensor | None = None,
-        ordering_index: int = 0,
+        ordering_index: int | torch.Tensor = 0,
     ) -> dict[str, torch.Tensor]:
         """Teacher-forced decoding under one patch ordering.
 
@@ -351,7 +362,9 @@ class AutoregressiveDecoder(nn.Module):
             targets: ``[B, N, D]`` target features in raster order (also the teacher-forcing input).
             ordering: LongTensor ``[N]``; sequence position ``j`` predicts token ``ordering[j]``.
                 ``None`` = raster order.
-            ordering_index: which BOS token to use (``< num_orderings``).
+            ordering_index: which BOS token to use (``< num_orderings``); a 0-d tensor is accepted
+                too, so that a randomly drawn index never leaves the device (no graph break under
+                ``torch.compile``, no host sync).
 
         Returns:
             dict with (both in raster token order, float32)
@@ -359,7 +372,7 @@ class AutoregressiveDecoder(nn.Module):
               * ``masks``: ``[B, K, N]`` last block's cross-attention (pre-dropout, mean over heads),
                 summing to 1 over ``K``.
         """
-        if not 0 <= ordering_index < self.num_orderings:
+        if not isinstance(ordering_index, torch.Tensor) and not 0 <= ordering_index < self.num_orderings:
             raise ValueError(
                 f"ordering_index {ordering_index} out of range for {self.num_orderings} BOS token(s)"
             )
@@ -375,7 +388,11 @@ class AutoregressiveDecoder(nn.Module):
         else:
             seq = targets
 
-        bos = self.bos_tokens[ordering_index].to(targets.dtype).view(1, 1, D).expand(B, 1, D)
+        if isinstance(ordering_index, torch.Tensor):  # index_select: traceable without reading the value
+            bos = self.bos_tokens.index_select(0, ordering_index.view(1))
+        else:
+            bos = self.bos_tokens[ordering_index]
+        bos = bos.to(targets.dtype).view(1, 1, D).expand(B, 1, D)
         x = torch.cat([bos, seq[:, :-1]], dim=1)  # [B, N, D]
         x = self.input_proj(x)
         memory = self.slot_proj(slots)  # [B, K, D]
