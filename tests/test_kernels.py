@@ -184,6 +184,7 @@ def compile_spy(monkeypatch) -> list[torch.nn.Module]:
         return original(module, backend="aot_eager", **kwargs)
 
     monkeypatch.setattr(utils.train.torch, "compile", spy)
+    monkeypatch.setattr(utils.train, "COMPILE_DEVICES", ("cuda", "cpu"))  # CUDA-only in training scripts
     torch._dynamo.reset()
     return compiled
 
@@ -270,3 +271,12 @@ def test_loading_keeps_the_kernel_of_this_run() -> None:
     keep_kernel_choice(back, [{"fused": None, "foreach": False}])
     back.step()
     assert float(back.state[weight]["step"]) == 3
+
+
+def test_compile_is_not_applied_on_the_cpu(tmp_path: Path, monkeypatch) -> None:
+    """--compile measured slower than eager for SPOT on the CPU: there it is a (logged) no-op."""
+    calls: list[torch.nn.Module] = []
+    monkeypatch.setattr(utils.train.torch, "compile", lambda module, **kwargs: calls.append(module) or module)
+    train_spot.main([*TINY, "--dec_type", "mlp", "--train_permutations", "standard", "--epochs", "1",
+                     "--max_steps", "1", "--compile", "--device", "cpu", "--log_path", str(tmp_path)])
+    assert calls == [] and load_checkpoint(only_run(tmp_path))["step"] == 1

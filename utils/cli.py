@@ -142,8 +142,8 @@ def add_speed_args(group: argparse._ActionsContainer) -> None:
                        help="mixed precision on CUDA: bf16 autocast where the GPU supports it, else fp16 with "
                             "loss scaling (slot-attention softmax and norms stay fp32); no effect on the CPU")
     group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                       help="torch.compile the training forward (slow first steps; evaluation stays eager; "
-                            "checkpoints load with or without it)")
+                       help="torch.compile the training forward on CUDA (slow first steps; evaluation stays "
+                            "eager; checkpoints load with or without it); no effect on the CPU, where it was slower")
 
 
 def add_stop_args(group: argparse._ActionsContainer) -> None:
