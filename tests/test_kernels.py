@@ -274,7 +274,7 @@ def test_loading_keeps_the_kernel_of_this_run() -> None:
 
 
 def test_compile_is_not_applied_on_the_cpu(tmp_path: Path, monkeypatch) -> None:
-    """--compile measured slower than eager for SPOT on the CPU: there it is a (logged) no-op."""
+    """--compile gave SPOT no reliable gain on the CPU: there it is a (logged) no-op."""
     calls: list[torch.nn.Module] = []
     monkeypatch.setattr(utils.train.torch, "compile", lambda module, **kwargs: calls.append(module) or module)
     train_spot.main([*TINY, "--dec_type", "mlp", "--train_permutations", "standard", "--epochs", "1",

@@ -143,7 +143,7 @@ def add_speed_args(group: argparse._ActionsContainer) -> None:
                             "loss scaling (slot-attention softmax and norms stay fp32); no effect on the CPU")
     group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                        help="torch.compile the training forward on CUDA (slow first steps; evaluation stays "
-                            "eager; checkpoints load with or without it); no effect on the CPU, where it was slower")
+                            "eager; checkpoints load with or without it); no effect on the CPU, where it gained nothing reliable")
 
 
 def add_stop_args(group: argparse._ActionsContainer) -> None:

@@ -136,9 +136,10 @@ class TrainConfig:
     keep_every_epochs: int = 0  # also keep ckpt_epoch_{E}.pth every N epochs and at the end; 0 = never
 
 
-# Devices on which --compile is applied. On the CPU inductor made SPOT stage 1's training step
-# slower than eager (x0.96 by CPU time at ViT-B/16, batch 4; DINOSAUR gained x1.11), so there
-# --compile is a logged no-op and no CPU run is slower for asking (benchmarks/bench_kernels.py).
+# Devices on which --compile is applied. On the CPU inductor's SPOT stage 1 step measured x0.96 and
+# x1.03 of eager in two runs (by CPU time, ViT-B/16, batch 4; DINOSAUR x1.11, x1.13) after minutes of
+# compilation, so there --compile is a logged no-op: no CPU run is slower for asking (README,
+# benchmarks/bench_kernels.py).
 COMPILE_DEVICES: tuple[str, ...] = ("cuda",)
 
 
@@ -146,8 +147,8 @@ def amp_settings(enabled: bool, device: torch.device) -> tuple[bool, torch.dtype
     """(autocast on?, its dtype) for ``--amp`` on ``device``.
 
     CUDA: bfloat16 where the GPU supports it (no loss scaling needed), else float16 with a
-    GradScaler. The CPU always trains in float32: bf16 autocast there is only faster on CPUs with
-    AMX/AVX512-BF16 and slower elsewhere, so ``--amp`` is a logged no-op rather than a trap.
+    GradScaler. The CPU always trains in float32 (the project's rule): CPU bf16 autocast is only
+    fast on CPUs with native bf16 support, so ``--amp`` there is a logged no-op rather than a trap.
     """
     if not enabled:
         return False, torch.float32
@@ -499,7 +500,7 @@ class Trainer:
         (its eval-mode branches would otherwise be compiled a second time)."""
         module = distributed.wrap_model(self.model, self.device, bool(self.cfg.find_unused_parameters))
         if self.cfg.compile and self.device.type not in COMPILE_DEVICES:
-            log.warning(f"--compile is not applied on {self.device.type} (measured slower than eager there); "
+            log.warning(f"--compile is not applied on {self.device.type} (no reliable gain there, see README); "
                         "training runs eagerly")
         elif self.cfg.compile:
             log.info("compiling the training forward with torch.compile (the first steps are slow)")
