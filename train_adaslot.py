@@ -15,7 +15,6 @@ import argparse
 import math
 from pathlib import Path
 
-import torch
 
 from datasets.feature_cache import add_cache_args, check_frozen_encoder
 from models import build_encoder_from_spec, encoder_fingerprint
@@ -29,7 +28,7 @@ from utils.errors import UserError, run_cli
 from utils.logging import check_wandb, get_logger, start_wandb
 from utils.run import explicit_flags, select_device
 from utils.schedules import WarmupExponentialDecay
-from utils.train import Trainer
+from utils.train import Trainer, make_adam
 
 log = get_logger()
 # The unofficial AdaSlot port's flag names -> this project's flags.
@@ -118,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         log.warning("stage 2 without --warmstart_checkpoint: the whole model is trained from scratch")
     train_set, val_set = build_datasets(args, run_dir)
 
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr_main)
+    optimizer = make_adam([p for p in model.parameters() if p.requires_grad], lr=args.lr_main)
     steps_per_epoch = max(len(train_set) // args.batch_size, 1)  # the Trainer reports a too-small set
     total_steps = args.num_iters or args.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 
-import torch
 
 from models.slate import SLATE, SLATEConfig, add_model_args, check_config
 from utils.cli import add_data_args, add_train_args, build_datasets, parse_train_args, train_config
 from utils.errors import UserError, run_cli
 from utils.run import select_device
 from utils.schedules import SlateSchedule
-from utils.train import Trainer
+from utils.train import Trainer, make_adam
 
 SCHEDULERS = ("warmup", "none")
 
@@ -65,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Two groups as in SLATE: every parameter of the dVAE, and the rest (main first: logged as "lr").
     dvae = [p for name, p in model.named_parameters() if name.startswith("dvae.")]
     main_params = [p for name, p in model.named_parameters() if not name.startswith("dvae.")]
-    optimizer = torch.optim.Adam(
+    optimizer = make_adam(
         [{"params": main_params, "name": "main"}, {"params": dvae, "name": "dvae"}],
         lr=args.lr_main, weight_decay=args.weight_decay,
     )

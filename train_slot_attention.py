@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 
-import torch
 
 from models.slot_attention_ae import SlotAttentionAE, SlotAttentionAEConfig, add_model_args, check_config
 from utils.cli import add_data_args, add_train_args, build_datasets, parse_train_args, train_config
 from utils.errors import UserError, run_cli
 from utils.run import explicit_flags, select_device
 from utils.schedules import WarmupExponentialDecay
-from utils.train import Trainer
+from utils.train import Trainer, make_adam
 
 # Shared training flags that belong to the SPOT recipe and have no meaning here.
 UNUSED_FLAGS = {"lr_min": "--scheduler_gamma", "lr_warmup_steps": "--warmup_steps_pct"}
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = SlotAttentionAE(config).to(device)
 
     params = [p for p in model.parameters() if p.requires_grad]  # implicit_grad freezes the slot init
-    optimizer = torch.optim.Adam(params, lr=args.lr_main, eps=1e-8, weight_decay=args.weight_decay)
+    optimizer = make_adam(params, lr=args.lr_main, eps=1e-8, weight_decay=args.weight_decay)
     total_steps = args.epochs * (len(train_set) // args.batch_size)
     schedule = WarmupExponentialDecay(args.lr_main, int(args.warmup_steps_pct * total_steps),
                                       max(1, int(args.decay_steps_pct * total_steps)), args.scheduler_gamma)

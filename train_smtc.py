@@ -22,7 +22,7 @@ from utils.cli import add_data_args, add_encoder_args, add_train_args, encoder_s
 from utils.distributed import world_size
 from utils.errors import UserError, run_cli
 from utils.run import select_device
-from utils.train import Trainer, TrainConfig
+from utils.train import Trainer, TrainConfig, make_adam
 
 DATASET_NAMES = {"ytvos": "ytvos", "shapes": "shapes_video", "shapes_video": "shapes_video"}
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
                         ent_scale=args.ent_scale, cons_scale=args.cons_scale, augment=not args.no_augment)
     model = SMTC(encoder, config).to(device)
     groups = parameter_groups(model, args.weight_decay)
-    optimizer = torch.optim.AdamW(groups, lr=args.lr_main)
+    optimizer = make_adam(groups, lr=args.lr_main, adamw=True)
     total = args.num_train_steps
 
     def schedule(step: int) -> list[float]:

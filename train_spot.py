@@ -20,7 +20,7 @@ from utils.cli import (add_data_args, add_encoder_args, add_train_args, build_da
 from utils.errors import run_cli
 from utils.run import select_device
 from utils.schedules import WarmupCosine, spot_warmup_steps
-from utils.train import Trainer
+from utils.train import Trainer, make_adam
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +58,7 @@ def train(args: argparse.Namespace, run_dir: Path, checkpoint: dict | None, mode
     device = select_device(args.device)
     model = model.to(device)
 
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr_main)
+    optimizer = make_adam([p for p in model.parameters() if p.requires_grad], lr=args.lr_main)
     # Counted in batches of --batch_size (the Trainer maps DDP steps onto this count).
     steps_per_epoch = len(train_set) // args.batch_size
     warmup = spot_warmup_steps(args.lr_warmup_steps, len(train_set), args.batch_size, steps_per_epoch)

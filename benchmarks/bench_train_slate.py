@@ -30,7 +30,7 @@ from benchmarks.common import peak_memory_mb, time_train_steps  # noqa: E402
 from models.slate import SLATE, SLATEConfig  # noqa: E402
 from utils.run import select_device  # noqa: E402
 from utils.schedules import SlateSchedule  # noqa: E402
-from utils.train import Trainer, TrainConfig  # noqa: E402
+from utils.train import Trainer, TrainConfig, make_adam  # noqa: E402
 
 CONFIGS = {
     "default": SLATEConfig(),
@@ -44,7 +44,7 @@ def bench(config: SLATEConfig, batch_size: int, args: argparse.Namespace, device
     model = SLATE(config).to(device)
     dvae = [p for n, p in model.named_parameters() if n.startswith("dvae.")]
     rest = [p for n, p in model.named_parameters() if not n.startswith("dvae.")]
-    optimizer = torch.optim.Adam([{"params": rest}, {"params": dvae}], lr=1e-4)
+    optimizer = make_adam([{"params": rest}, {"params": dvae}], lr=1e-4)
     images = torch.rand(batch_size, 3, config.image_size, config.image_size, device=device)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(model, optimizer, SlateSchedule(1e-4, 3e-4, 30000), [None] * batch_size, None, device,

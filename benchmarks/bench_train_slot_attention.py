@@ -26,7 +26,7 @@ from benchmarks.common import peak_memory_mb, time_train_steps  # noqa: E402
 
 from models.slot_attention_ae import SlotAttentionAE, SlotAttentionAEConfig  # noqa: E402
 from utils.run import select_device  # noqa: E402
-from utils.train import Trainer, TrainConfig  # noqa: E402
+from utils.train import Trainer, TrainConfig, make_adam  # noqa: E402
 
 SEED_CONFIG = dict(image_size=128, num_slots=7, batch_size=64)
 # The configuration tried for the CPU quickstart (README, Slot Attention).
@@ -41,7 +41,7 @@ def bench(name: str, args: argparse.Namespace, device: torch.device) -> dict[str
     settings.pop("batch_size", None)
     torch.manual_seed(0)
     model = SlotAttentionAE(SlotAttentionAEConfig(implicit_grad=args.implicit_grad, **settings)).to(device)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=4e-4)
+    optimizer = make_adam([p for p in model.parameters() if p.requires_grad], lr=4e-4)
     size = settings["image_size"]
     images = torch.rand(batch_size, 3, size, size, device=device)
     if device.type == "cuda":

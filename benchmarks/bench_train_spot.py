@@ -41,7 +41,7 @@ from models.encoders import FrozenViT  # noqa: E402
 from models.spot import SPOT, SPOTConfig  # noqa: E402
 from models.spot_self_training import SelfTrainingSPOT  # noqa: E402
 from utils.run import select_device  # noqa: E402
-from utils.train import Trainer, TrainConfig  # noqa: E402
+from utils.train import Trainer, TrainConfig, make_adam  # noqa: E402
 
 MODES = {
     "dinosaur": dict(dec_type="mlp", train_permutations="standard", use_slot_proj=False),
@@ -68,7 +68,7 @@ def bench(mode: str, args: argparse.Namespace, device: torch.device) -> dict[str
         model = SelfTrainingSPOT(student_encoder, config, teacher, share_frozen_forward=mode == "spot2").to(device)
     else:
         model = SPOT(encoder, config).to(device)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=4e-4)
+    optimizer = make_adam([p for p in model.parameters() if p.requires_grad], lr=4e-4)
     images = torch.rand(args.batch_size, 3, args.image_size, args.image_size, device=device)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(model, optimizer, lambda step: 4e-4, [None] * args.batch_size, None, device, Path(tmp),

@@ -156,7 +156,8 @@ class _MultiHeadAttention(nn.Module):
     ``proj_o`` uses xavier gain ``out_gain``. Dropout is applied to the attention weights and to
     the output. With ``return_weights=True`` the softmax is computed explicitly in fp32 and the
     pre-dropout weights averaged over heads (``[B, Lq, Lk]``) are returned too; otherwise
-    :func:`F.scaled_dot_product_attention` is used.
+    :func:`F.scaled_dot_product_attention` is used (fused flash / memory-efficient kernels), unless
+    ``sdpa`` is False: then the same explicit fp32 path runs (reference and benchmark baseline).
     """
 
     def __init__(self, dim: int, num_heads: int, dropout: float, out_gain: float) -> None:
@@ -167,6 +168,7 @@ class _MultiHeadAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.dropout = dropout
+        self.sdpa = True  # see AutoregressiveDecoder.use_sdpa
         self.proj_q = _xavier_linear(dim, dim, bias=False)
         self.proj_k = _xavier_linear(dim, dim, bias=False)
         self.proj_v = _xavier_linear(dim, dim, bias=False)
@@ -191,7 +193,7 @@ class _MultiHeadAttention(nn.Module):
         kh = self._heads(self.proj_k(kv))
         vh = self._heads(self.proj_v(kv))
         weights_mean: torch.Tensor | None = None
-        if return_weights:
+        if return_weights or not self.sdpa:
             # fp32 logits and softmax even under autocast (autocast would recast matmul inputs).
             with torch.autocast(device_type=q.device.type, enabled=False):
                 logits = torch.matmul(qh.float(), kh.float().transpose(-1, -2)) / math.sqrt(self.head_dim)
@@ -200,7 +202,8 @@ class _MultiHeadAttention(nn.Module):
                     mask = torch.ones(Lq, Lk, dtype=torch.bool, device=q.device).triu(1)
                     logits = logits.masked_fill(mask, float("-inf"))
                 attn = torch.softmax(logits, dim=-1)  # [B, H, Lq, Lk], fp32
-                weights_mean = attn.mean(dim=1)  # pre-dropout, averaged over heads
+                if return_weights:
+                    weights_mean = attn.mean(dim=1)  # pre-dropout, averaged over heads
             out = torch.matmul(self.attn_dropout(attn).to(vh.dtype), vh)
         else:
             out = F.scaled_dot_product_attention(
@@ -338,12 +341,20 @@ class AutoregressiveDecoder(nn.Module):
             nn.Identity() if output_dim is None else _xavier_linear(feature_dim, output_dim, bias=False)
         )
 
+    def use_sdpa(self, enabled: bool = True) -> None:
+        """Attention kernel of every block: ``F.scaled_dot_product_attention`` (default) or the
+        explicit fp32 softmax. The last block's cross-attention always runs explicitly, since its
+        weights are the masks. Changes no parameter, so checkpoints do not depend on it."""
+        for module in self.modules():
+            if isinstance(module, _MultiHeadAttention):
+                module.sdpa = enabled
+
     def forward(
         self,
         slots: torch.Tensor,
         targets: torch.Tensor,
         ordering: torch.Tensor | None = None,
-        ordering_index: int | Sequence[int] = 0,
+        ordering_index: int | torch.Tensor | Sequence[int] = 0,
     ) -> dict[str, torch.Tensor]:
         """Teacher-forced decoding under one patch ordering, or under several at once.
 
@@ -355,7 +366,9 @@ class AutoregressiveDecoder(nn.Module):
                 stacked along the batch dimension (``M * B`` sequences), which is faster than ``M``
                 calls when the per-call work is small (SPOT's ``--eval_permutations all``).
             ordering_index: which BOS token to use (``< num_orderings``); one per ordering (a
-                sequence of ``M``) with an ``[M, N]`` ordering.
+                sequence of ``M``) with an ``[M, N]`` ordering. With one ordering a 0-d tensor is
+                accepted too, so that a randomly drawn index never leaves the device (no graph
+                break under ``torch.compile``, no host sync; its range is then not checked).
 
         Returns:
             dict with (both in raster token order, float32)
@@ -368,11 +381,17 @@ class AutoregressiveDecoder(nn.Module):
         if D != self.feature_dim:
             raise ValueError(f"targets have dim {D}, decoder expects {self.feature_dim}")
         several = ordering is not None and ordering.dim() == 2
-        indices = [int(i) for i in ordering_index] if isinstance(ordering_index, Sequence) else [int(ordering_index)]
+        if isinstance(ordering_index, torch.Tensor):
+            if ordering_index.numel() != 1:
+                raise ValueError("a tensor ordering_index must hold one index (0-d)")
+            indices: list[int] = []  # not read on the host
+        else:
+            indices = ([int(i) for i in ordering_index] if isinstance(ordering_index, Sequence)
+                       else [int(ordering_index)])
         for index in indices:
             if not 0 <= index < self.num_orderings:
                 raise ValueError(f"ordering_index {index} out of range for {self.num_orderings} BOS token(s)")
-        M = len(indices)
+        M = len(indices) or 1
         if several != isinstance(ordering_index, Sequence) or (several and ordering.shape[0] != M):
             raise ValueError("pass one ordering_index per ordering: an int with an [N] ordering, "
                              "a sequence of M with an [M, N] ordering")
@@ -385,7 +404,10 @@ class AutoregressiveDecoder(nn.Module):
         else:
             seq = targets.unsqueeze(0)
 
-        bos_index = torch.as_tensor(indices, device=targets.device)
+        if isinstance(ordering_index, torch.Tensor):  # index_select: traceable without reading the value
+            bos_index = ordering_index.reshape(1).to(device=targets.device, dtype=torch.long)
+        else:
+            bos_index = torch.as_tensor(indices, device=targets.device)
         bos = self.bos_tokens.index_select(0, bos_index).to(targets.dtype).view(M, 1, 1, D).expand(M, B, 1, D)
         x = torch.cat([bos, seq[:, :, :-1]], dim=2).reshape(M * B, N, D)
         x = self.input_proj(x)

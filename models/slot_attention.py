@@ -148,7 +148,9 @@ class SlotAttention(nn.Module):
         """
         b, k, d = slots.shape
         h = self.num_heads
-        queries = self.to_q(self.norm_slots(slots)).view(b, k, h, d // h).transpose(1, 2)  # [B, H, K, d]
+        # LayerNorms take fp32 input: under CPU autocast a bf16 input would normalise in bf16
+        # (CUDA autocast runs layer_norm in fp32 anyway); the slot state itself stays fp32.
+        queries = self.to_q(self.norm_slots(slots.float())).view(b, k, h, d // h).transpose(1, 2)  # [B, H, K, d]
         logits = torch.einsum("bhnd,bhkd->bhnk", keys, queries)  # [B, H, N, K]
         n = logits.shape[2]
         # Softmax in fp32: slots compete for every input (over heads x slots, as SPOT).
@@ -168,9 +170,10 @@ class SlotAttention(nn.Module):
         updates = torch.einsum("bhnk,bhnd->bhkd", weights.to(values.dtype), values)
         updates = updates.transpose(1, 2).reshape(b * k, d)
         if self.gru is not None:
-            slots = self.gru(updates, slots.reshape(b * k, d)).view(b, k, d)
+            # fp32 state between iterations (autocast would hand back the GRU's output in bf16/fp16).
+            slots = self.gru(updates, slots.reshape(b * k, d)).view(b, k, d).float()
         else:
-            slots = slots + updates.view(b, k, d)
+            slots = slots.float() + updates.view(b, k, d)
         slots = slots + self.mlp(self.norm_mlp(slots))
         return slots, attn_vis, logits
 
@@ -193,7 +196,7 @@ class SlotAttention(nn.Module):
         """
         b, n, _ = inputs.shape
         h = self.num_heads
-        inputs = self.norm_inputs(inputs)
+        inputs = self.norm_inputs(inputs.float())  # normalisation in fp32 (see step)
         keys = (self.to_k(inputs) * self.scale).view(b, n, h, -1).transpose(1, 2)  # [B, H, N, d]
         values = self.to_v(inputs).view(b, n, h, -1).transpose(1, 2)
         if group_size is not None and (self.num_heads != 1 or (slots_init is not None and slots_init.shape[1] % group_size)):

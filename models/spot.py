@@ -136,14 +136,15 @@ class SPOT(nn.Module):
         """Frozen features [B, N, D] of images [B, 3, H, W] in [0, 1] (the cacheable stage)."""
         return self.encoder(images)
 
-    def _ordering_indices(self) -> list[int]:
+    def _ordering_indices(self) -> list[int] | list[torch.Tensor]:
         mode = self.config.train_permutations if self.training else self.config.eval_permutations
         if self.config.num_orderings == 1 or mode == "standard":
             return [0]
         if mode == "all":
             return list(range(self.config.num_orderings))
-        # One ordering per batch, drawn from the torch RNG so that --seed and resume cover it.
-        return [int(torch.randint(self.config.num_orderings, (1,)).item())]
+        # One ordering per batch, drawn from the torch RNG so that --seed and resume cover it. A
+        # 0-d tensor on the model's device: no .item() host sync, no graph break under torch.compile.
+        return [torch.randint(self.config.num_orderings, (), device=self.orderings.device)]
 
     def decode(self, slots: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """Reconstruction [B, N, D] and decoder masks [B, K, N], averaged over orderings."""
@@ -152,7 +153,10 @@ class SPOT(nn.Module):
             return {"reconstruction": out["reconstruction"], "masks": out["masks"]}
         indices = self._ordering_indices()
         if len(indices) == 1:
-            out = self.decoder(slots, targets, ordering=self.orderings[indices[0]], ordering_index=indices[0])
+            index = indices[0]
+            ordering = (self.orderings.index_select(0, index.view(1))[0] if isinstance(index, torch.Tensor)
+                        else self.orderings[index])
+            out = self.decoder(slots, targets, ordering=ordering, ordering_index=index)
             return {"reconstruction": out["reconstruction"], "masks": out["masks"]}
         # Several orderings ("all"): decoded together, stacked along the batch dimension (one
         # decoder pass instead of nine), in chunks of at most decode_chunk_rows sequences.

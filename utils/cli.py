@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 # Flags that may change when a run is resumed; everything else comes from the run's args.yaml.
 RUNTIME_FLAGS = ("epochs", "max_steps", "num_workers", "device", "eval_batch_size", "checkpoint_every",
-                 "timeout", "skip_nonfinite")
+                 "timeout", "skip_nonfinite", "amp", "compile")
 # Flags that say which run to continue rather than how to train.
 RESUME_FLAGS = ("resume", "checkpoint_path", "auto_resume")
 # Smallest sensible value of common integer flags (checked when a script has the flag), so that a
@@ -139,6 +139,18 @@ def add_train_args(parser: argparse.ArgumentParser, lr: float = 4e-4, lr_min: fl
     group.add_argument("--max_steps", type=int, default=None, help="stop (with a checkpoint) after this many steps")
     group.add_argument("--checkpoint_every", type=int, default=0, help="also checkpoint every N steps (0: per epoch)")
     group.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
+    add_speed_args(group)
+
+
+def add_speed_args(group: argparse._ActionsContainer) -> None:
+    """--amp and --compile (and --no-amp, --no-compile), read by the shared loop from the run's flags; both may
+    change on resume (they change the speed, not the model or the checkpoint)."""
+    group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
+                       help="mixed precision on CUDA: bf16 autocast where the GPU supports it, else fp16 with "
+                            "loss scaling (slot-attention softmax and norms stay fp32); no effect on the CPU")
+    group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                       help="torch.compile the training forward on CUDA (slow first steps; evaluation stays "
+                            "eager; checkpoints load with or without it); no effect on the CPU, where it gained nothing reliable")
 
 
 def add_stop_args(group: argparse._ActionsContainer) -> None:
@@ -253,7 +265,7 @@ def parse_train_args(
             )
     merged: dict[str, Any] = dict(recorded)
     for name in runtime:
-        if name in typed or name not in merged:
+        if hasattr(args, name) and (name in typed or name not in merged):  # a script may lack a shared flag
             merged[name] = getattr(args, name)
     for name in vars(args):  # flags added to the script after the run was started
         merged.setdefault(name, getattr(args, name))

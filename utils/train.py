@@ -127,8 +127,71 @@ class TrainConfig:
                 raise UserError(f"--{name} {getattr(self, name)} must be at least {low}")
         if self.max_steps is not None and self.max_steps < 1:
             raise UserError(f"--max_steps {self.max_steps} must be at least 1 (leave it out to train to the end)")
-    amp: bool = False  # CUDA autocast: bfloat16 where supported, else float16 + GradScaler; ignored on the CPU
+    # CUDA autocast: bfloat16 where supported, else float16 + GradScaler; a no-op (with a warning) on
+    # the CPU. None: the run's --amp flag (checkpoint_meta["args"]), like timeout above.
+    amp: bool | None = None
+    # torch.compile the training forward (the DDP module under torchrun); evaluation stays eager.
+    # None: the run's --compile flag.
+    compile: bool | None = None
     keep_every_epochs: int = 0  # also keep ckpt_epoch_{E}.pth every N epochs and at the end; 0 = never
+
+
+# Devices on which --compile is applied. On the CPU inductor's SPOT stage 1 step measured x0.96 and
+# x1.03 of eager in two runs (by CPU time, ViT-B/16, batch 4; DINOSAUR x1.11, x1.13) after minutes of
+# compilation, so there --compile is a logged no-op: no CPU run is slower for asking (README,
+# benchmarks/bench_kernels.py).
+COMPILE_DEVICES: tuple[str, ...] = ("cuda",)
+
+
+def amp_settings(enabled: bool, device: torch.device) -> tuple[bool, torch.dtype]:
+    """(autocast on?, its dtype) for ``--amp`` on ``device``.
+
+    CUDA: bfloat16 where the GPU supports it (no loss scaling needed), else float16 with a
+    GradScaler. The CPU always trains in float32 (the project's rule): CPU bf16 autocast is only
+    fast on CPUs with native bf16 support, so ``--amp`` there is a logged no-op rather than a trap.
+    """
+    if not enabled:
+        return False, torch.float32
+    if device.type != "cuda":
+        log.warning(f"--amp has no effect on {device.type}: training runs in float32 (autocast is used on CUDA only)")
+        return False, torch.float32
+    return True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def adam_kernel(params: Sequence[torch.Tensor]) -> dict[str, bool]:
+    """The fastest Adam update for ``params``: ``fused`` when every parameter is a floating-point
+    tensor on CUDA or the CPU (both have fused kernels), else ``foreach``.
+
+    On the CPU ``foreach`` is no faster than the per-tensor loop (it only batches CUDA launches)
+    while the fused kernel is several times faster (benchmarks/bench_kernels.py).
+    """
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cuda", "cpu") for p in params) \
+        and len({p.device for p in params}) == 1
+    return {"fused": True} if fused else {"foreach": True}
+
+
+def make_adam(params: Any, lr: float, adamw: bool = False, **kwargs: Any) -> torch.optim.Optimizer:
+    """Adam (``adamw=True``: AdamW) over ``params`` (tensors or parameter-group dicts) with the kernel
+    of :func:`adam_kernel`. Build it after ``model.to(device)``: the choice depends on the device.
+    Every training script builds its Adam here; ``kwargs`` go to the optimizer (eps, weight_decay)."""
+    groups = [{**g, "params": list(g["params"])} if isinstance(g, dict) else g for g in params]
+    tensors = [t for g in groups for t in (g["params"] if isinstance(g, dict) else [g])]
+    cls = torch.optim.AdamW if adamw else torch.optim.Adam
+    return cls(groups, lr=lr, **adam_kernel(tensors), **kwargs)
+
+
+def keep_kernel_choice(optimizer: torch.optim.Optimizer, choices: list[dict[str, Any]]) -> None:
+    """After ``load_state_dict``: put back this run's ``fused``/``foreach`` choice per group (a
+    checkpoint carries the choice of the machine that wrote it) and move Adam's ``step`` counters
+    to where that kernel expects them (fused: on the parameter's device, else on the CPU)."""
+    for group, choice in zip(optimizer.param_groups, choices):
+        group.update(choice)
+        on_device = bool(group.get("fused") or group.get("capturable"))
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            step = state.get("step")
+            if isinstance(step, torch.Tensor):
+                state["step"] = step.to(device=param.device, dtype=torch.float32) if on_device else step.cpu()
 
 
 def capture_rng() -> dict[str, Any]:
@@ -204,6 +267,10 @@ class Trainer:
             cfg.skip_nonfinite = bool(run_args.get("skip_nonfinite", False))
         if cfg.find_unused_parameters is None:
             cfg.find_unused_parameters = bool(getattr(model, "ddp_find_unused_parameters", False))
+        if cfg.amp is None:
+            cfg.amp = bool(run_args.get("amp", False))
+        if cfg.compile is None:
+            cfg.compile = bool(run_args.get("compile", False))
         self.world_size, self.rank = distributed.world_size(), distributed.rank()
         self.global_batch = cfg.batch_size * self.world_size
         self.steps_per_epoch = len(train_set) // self.global_batch
@@ -219,8 +286,7 @@ class Trainer:
         self.resumed = False
         self.last_metrics: dict[str, Any] = {}
         self.train_module: nn.Module = model  # the DDP wrapper under torchrun (set in fit)
-        self.use_amp = cfg.amp and device.type == "cuda"
-        self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.use_amp, self.amp_dtype = amp_settings(bool(cfg.amp), device)
         # bfloat16 has float32's range, so only float16 needs loss scaling.
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
 
@@ -269,7 +335,9 @@ class Trainer:
                 "(the global batch and data order depend on it)"
             )
         load_model_state(self.model, checkpoint["model"])
+        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        keep_kernel_choice(self.optimizer, kernels)
         self.step = int(checkpoint["step"])
         self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
         self.last_metrics = checkpoint.get("last_metrics", {})
@@ -358,7 +426,7 @@ class Trainer:
         self.logger = RunLogger(self.run_dir, purge_step=self.step if earlier else None) if main else None
         if main:
             self._prepare_run_folder()
-        self.train_module = distributed.wrap_model(self.model, self.device, bool(cfg.find_unused_parameters))
+        self.train_module = self.build_train_module()
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         batch = (f"batch {cfg.batch_size} per process x {self.world_size} processes = global batch {self.global_batch}"
                  if self.world_size > 1 else f"batch {cfg.batch_size}")
@@ -424,6 +492,20 @@ class Trainer:
         else:
             log.info(f"stopped at step {self.step}/{self.total_steps}; checkpoint {self.run_dir / CHECKPOINT_NAME}")
         return self.last_metrics
+
+    def build_train_module(self) -> nn.Module:
+        """The module that training steps call: the model, DDP-wrapped under torchrun, compiled with
+        ``--compile``. ``self.model`` stays the plain module: checkpoints hold its own keys (never
+        ``_orig_mod.``), so they load with or without ``--compile``, and evaluation runs it eagerly
+        (its eval-mode branches would otherwise be compiled a second time)."""
+        module = distributed.wrap_model(self.model, self.device, bool(self.cfg.find_unused_parameters))
+        if self.cfg.compile and self.device.type not in COMPILE_DEVICES:
+            log.warning(f"--compile is not applied on {self.device.type} (no reliable gain there, see README); "
+                        "training runs eagerly")
+        elif self.cfg.compile:
+            log.info("compiling the training forward with torch.compile (the first steps are slow)")
+            module = torch.compile(module)
+        return module
 
     def schedule_step(self) -> int:
         """The step at which to read the LR schedule.
