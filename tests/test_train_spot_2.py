@@ -407,9 +407,12 @@ def test_student_is_not_worse_than_its_teacher(tmp_path: Path) -> None:
 def test_self_trained_student_is_not_worse_than_its_teacher(tmp_path: Path) -> None:
     """SPOT without permutations (raster order only, self-training only; spec 1.5), about 7 CPU minutes.
 
-    Measured (mBO / FG-ARI on 256 scenes, raster order, decoder masks first, slot-attention masks second),
-    seed 0: teacher 28.7 / 27.6 and 34.3 / 36.6 (1024 steps, about 3 CPU min); student 29.4 / 23.0 and
-    23.5 / 21.2 (1024 steps, 3.3 CPU min).
+    Measured (mBO / FG-ARI on 256 scenes, raster order, decoder masks first, slot-attention masks second):
+    seed 0 (this test): teacher 28.7 / 27.6 and 34.3 / 36.6 (1024 steps, about 3 CPU min); student
+    29.4 / 23.0 and 23.5 / 21.2 (1024 steps, 3.3 CPU min). Seed 1 (``--seed 1``, which also draws other
+    training scenes): teacher 27.8 / 31.3 and 27.4 / 31.7 (2.5 CPU min); student 30.2 / 22.4 and
+    20.6 / 16.3 (3.1 CPU min). The student's mBO is not worse on both seeds (no tolerance needed);
+    its FG-ARI is lower on both.
     """
     scores = teacher_then_student(tmp_path, "standard")
     assert scores["student"]["mbo_i"] >= scores["teacher"]["mbo_i"]
