@@ -144,6 +144,56 @@ def test_eval_mode_is_the_plain_student() -> None:
     assert not student.teacher.training
 
 
+def test_distilling_ground_truth_masks_teaches_the_student_to_segment() -> None:
+    """End to end through matching, gather and CE: a perfect teacher makes the student better.
+
+    The teacher's masks are replaced by the scenes' ground-truth instance masks on the token
+    grid; 100 CE-only steps raise the student's slot-attention mBO from 30.4 to 37.1 (measured,
+    32-px scenes, ``vit_patch_p2``; about 11 CPU seconds). Measured with the logits not
+    reordered by the matching: 27.4; reordered by the inverse matching: 17.5.
+    """
+    from datasets import build_dataset
+    from metrics import SegmentationMetrics
+
+    torch.manual_seed(0)
+    frozen = FrozenViT("vit_patch_p2", pretrained=False)
+    base = dict(image_size=32, num_slots=7, slot_size=64, mlp_hidden_size=128, num_dec_blocks=1, num_heads=4)
+    teacher = SPOT(frozen, SPOTConfig(**base, eval_permutations="random"))
+    config = SPOTConfig(**base, truncate="bi-level", init_method="embedding", use_second_encoder=True)
+    student = SelfTrainingSPOT(copy.deepcopy(frozen), config, teacher)
+    h, w = student.grid
+    train = build_dataset("shapes", "train", 32, 32, None, 800, 0)
+    val = build_dataset("shapes", "val", 32, 32, None, 64, 0)
+    val_images = torch.stack([val[i]["image"] for i in range(64)])
+    val_masks = torch.stack([val[i]["mask_instance"] for i in range(64)])
+
+    def slot_mbo() -> float:
+        student.eval()
+        with torch.no_grad():
+            masks = student({"image": val_images})["masks"]["slots"]
+        student.train()
+        labels = F.interpolate(masks, size=val_masks.shape[-2:], mode="bilinear").argmax(1)
+        meter = SegmentationMetrics()
+        meter.update(labels, val_masks, None, None)
+        return meter.compute()["mbo_i"]
+
+    before = slot_mbo()
+    optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=1e-3)
+    loader = torch.utils.data.DataLoader(train, batch_size=16, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    for step, batch in zip(range(100), loader):
+        out = student({"image": batch["image"]})
+        tokens = F.interpolate(batch["mask_instance"][:, None].float(), size=(h, w), mode="nearest")[:, 0].long()
+        teacher_masks = F.one_hot(tokens.clamp_max(6), 7).permute(0, 3, 1, 2).float()  # at most 6 objects
+        ce, _ = distillation_loss(out["attn_logits"], out["masks"]["slots"], teacher_masks)
+        optimizer.zero_grad()
+        ce.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 0.3, "inf")
+        optimizer.step()
+    after = slot_mbo()
+    assert after > before + 3, (before, after)
+
+
 def test_ce_weight_follows_the_trainer_step() -> None:
     student, _ = make_student(ce_weight=0.01, final_ce_weight=0.0)
     images = torch.rand(1, 3, 16, 16)
@@ -302,30 +352,69 @@ def test_checkpoint_stores_trainable_blocks_not_the_frozen_encoder(tmp_path: Pat
     assert eval_spot.main([*common, "--eval_permutations", "all"])["eval_permutations"] == "all"
 
 
-# 64-px scenes, 7 slots, a random 2-block encoder (vit_tiny_p4), 512 steps per stage.
-SLOW_RUN = ["--dataset", "shapes", "--image_size", "64", "--which_encoder", "vit_tiny_p4", "--no_pretrained",
+# 32-px scenes, 7 slots, the quickstart's random stand-in for DINO (vit_patch_p2: a frozen random projection of
+# 2x2-pixel patches, no transformer block, so no block to fine-tune), 1024 steps per stage.
+SLOW_RUN = ["--dataset", "shapes", "--image_size", "32", "--which_encoder", "vit_patch_p2", "--no_pretrained",
             "--num_slots", "7", "--slot_size", "64", "--mlp_hidden_size", "128", "--num_dec_blocks", "2",
             "--num_heads", "4", "--batch_size", "16", "--eval_batch_size", "64", "--train_samples", "2048",
             "--val_samples", "256", "--num_workers", "0", "--lr_main", "1e-3", "--lr_warmup_steps", "64",
-            "--eval_every", "100", "--epochs", "4"]
+            "--eval_every", "100", "--epochs", "8", "--seed", "0"]
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "measured: with a random-weight encoder the teacher's decoder masks (mBO 24.7) are worse than its own "
-    "slot-attention masks (31.7), so distilling them lowers the student's mBO (16.8); the same student "
-    "with --ce_weight 0 beats the teacher. SPOT's premise needs pretrained features (see the report)"))
-def test_student_is_not_worse_than_its_teacher(tmp_path: Path) -> None:
-    """Stage 1 then stage 2 on synthetic scenes (about 7 CPU minutes), both evaluated with all orderings."""
-    train_spot.main([*SLOW_RUN, "--log_path", str(tmp_path / "teacher")])
+def teacher_then_student(tmp_path: Path, permutations: str) -> dict[str, dict]:
+    """Stage 1 then stage 2 (default --ce_weight), both scored by eval_spot.py on the same 256 scenes.
+
+    ``permutations``: ``random`` (SPOT: nine orderings, scored with all of them) or ``standard``
+    (raster order only: SPOT without permutations, self-training only; spec 1.5).
+    """
+    evaluate_with = "all" if permutations == "random" else "standard"
+    orderings = ["--train_permutations", permutations]
+    train_spot.main([*SLOW_RUN, *orderings, "--log_path", str(tmp_path / "teacher")])
     teacher = latest(tmp_path / "teacher")
-    train_spot_2.main([*SLOW_RUN, *STAGE_2, "--log_path", str(tmp_path / "student"), "--teacher_checkpoint_path",
-                       str(teacher)])
+    train_spot_2.main([*SLOW_RUN, *orderings, "--finetune_blocks_after", "0", "--teacher_train_permutations",
+                       permutations, "--teacher_eval_permutations", permutations, "--log_path",
+                       str(tmp_path / "student"), "--teacher_checkpoint_path", str(teacher)])
     student = latest(tmp_path / "student")
     scores = {}
     for name, run in [("teacher", teacher), ("student", student)]:
         scores[name] = eval_spot.main(["--checkpoint_path", str(run), "--dataset", "shapes", "--val_samples", "256",
-                                       "--num_workers", "0", "--eval_permutations", "all", "--no_progress"])
-    print({name: {k: round(v, 2) for k, v in s.items() if k in ("mbo_i", "fg_ari", "mbo_i_slots")}
+                                       "--num_workers", "0", "--eval_permutations", evaluate_with, "--no_progress"])
+    print({name: {k: round(v, 2) for k, v in s.items() if k in ("mbo_i", "mbo_i_slots", "fg_ari", "fg_ari_slots")}
            for name, s in scores.items()})
+    return scores
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "measured: the random-feature teacher's decoder masks (mBO 23.7) are far worse than its own slot-attention "
+    "masks (37.0), so SPOT's premise fails; distilling them collapses the student to one or two slots per "
+    "image (mBO 10.3; seed 1: teacher 34.5, student 18.3). Distilling good masks does help "
+    "(test_distilling_ground_truth_masks_teaches_the_student_to_segment)"))
+def test_student_is_not_worse_than_its_teacher(tmp_path: Path) -> None:
+    """SPOT (nine orderings) on synthetic scenes, both models scored with all orderings (about 7 CPU minutes).
+
+    Measured (seed 0, mBO / FG-ARI on 256 scenes, decoder masks first, slot-attention masks second):
+    teacher 23.7 / 23.8 and 37.0 / 35.2 (1024 steps, 2.8 CPU min); student 10.3 / 8.7 and 17.2 / 15.6
+    (1024 steps, 3.1 CPU min). Seed 1: teacher 34.5 / 42.7 and 41.8 / 41.9, student 18.3 / 11.2 and
+    24.1 / 26.6. With 256 steps per stage: teacher 18.5 (decoder) and 36.6 (slots), student
+    8.2 with the CE and 25.6 with --ce_weight 0. The CE alone (no MSE) drives the student from about 5
+    slots per image to under 2 while the teacher uses about 3.7: its hard targets put the background into
+    one slot and the student's other slots, matched to empty or inconsistent teacher slots, are pushed down.
+    """
+    scores = teacher_then_student(tmp_path, "random")
+    assert scores["student"]["mbo_i"] >= scores["teacher"]["mbo_i"]
+
+
+@pytest.mark.slow
+def test_self_trained_student_is_not_worse_than_its_teacher(tmp_path: Path) -> None:
+    """SPOT without permutations (raster order only, self-training only; spec 1.5), about 7 CPU minutes.
+
+    Measured (mBO / FG-ARI on 256 scenes, raster order, decoder masks first, slot-attention masks second):
+    seed 0 (this test): teacher 28.7 / 27.6 and 34.3 / 36.6 (1024 steps, about 3 CPU min); student
+    29.4 / 23.0 and 23.5 / 21.2 (1024 steps, 3.3 CPU min). Seed 1 (``--seed 1``, which also draws other
+    training scenes): teacher 27.8 / 31.3 and 27.4 / 31.7 (2.5 CPU min); student 30.2 / 22.4 and
+    20.6 / 16.3 (3.1 CPU min). The student's mBO is not worse on both seeds (no tolerance needed);
+    its FG-ARI is lower on both.
+    """
+    scores = teacher_then_student(tmp_path, "standard")
     assert scores["student"]["mbo_i"] >= scores["teacher"]["mbo_i"]
