@@ -11,7 +11,7 @@ LOG_PATH=${LOG_PATH:-runs/quickstart}
   --dataset shapes --image_size 64 --train_samples 2048 --val_samples 256 \
   --which_encoder vit_patch_p2 --no_pretrained \
   --dec_type transformer --train_permutations standard --num_dec_blocks 2 --num_heads 4 \
-  --num_slots 11 --slot_size 64 --mlp_hidden_size 128 \
+  --num_slots 15 --num_iterations 8 --slot_size 64 --mlp_hidden_size 128 \
   --batch_size 16 --epochs 4 --lr_main 1e-3 --lr_warmup_steps 128 \
   --eval_every 2 --eval_viz_percent 0.5 --num_workers 1 \
   --log_path "$LOG_PATH" "$@"
