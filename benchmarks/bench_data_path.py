@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from benchmarks.common import peak_memory_mb  # noqa: E402
+from benchmarks.common import device_name, memory_label, peak_memory_mb  # noqa: E402
 from datasets import build_dataset  # noqa: E402
 from models.encoders import FrozenViT  # noqa: E402
 from models.spot import SPOT, SPOTConfig  # noqa: E402
@@ -168,7 +168,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown configs {sorted(unknown)}; choose from {', '.join(CONFIGS)}")
     device = select_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
+    name = device_name(device, args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.root or tmp) / "coco"
         start = time.perf_counter()
@@ -176,7 +176,7 @@ def main() -> None:
         print(f"device: {name} | torch {torch.__version__} | {args.num_images} COCO-like JPEGs (375-640 px) written "
               f"in {time.perf_counter() - start:.0f} s | {args.image_size} px, batch {args.batch_size}, "
               f"{args.steps} timed steps x {args.repeats} repeats per feed, fp32")
-        memory = "peak GPU memory" if device.type == "cuda" else "peak RSS"
+        memory = memory_label(device)
         for config in args.configs.split(","):
             with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
                 r = pool.submit(bench, config, str(root), args).result()

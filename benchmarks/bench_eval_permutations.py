@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import peak_memory_mb  # noqa: E402
+from benchmarks.common import device_name, memory_label, peak_memory_mb  # noqa: E402
 from models.encoders import FrozenViT  # noqa: E402
 from models.spot import SPOT, SPOTConfig  # noqa: E402
 from utils.run import select_device  # noqa: E402
@@ -109,10 +109,10 @@ def main() -> None:
         if set(names.split(",")) - set(known):
             parser.error(f"unknown names in {names!r}; choose from {', '.join(known)}")
     device = select_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
+    name = device_name(device, args.threads)
     print(f"device: {name} | torch {torch.__version__} | batch {args.batch_size}, at least {args.repeats} timed "
           f"batches and {args.min_seconds:g} s after {args.warmup} warm-up, fp32, random encoder weights")
-    memory = "peak GPU memory" if device.type == "cuda" else "peak RSS"
+    memory = memory_label(device)
     for config_name in args.configs.split(","):
         results = {}
         for variant in args.variants.split(","):

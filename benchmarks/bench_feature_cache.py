@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import peak_memory_mb, time_train_steps  # noqa: E402
+from benchmarks.common import device_name, memory_label, peak_memory_mb, time_train_steps  # noqa: E402
 
 from datasets.feature_cache import CacheWriter, CachedFeatures  # noqa: E402
 from models.encoders import FrozenViT  # noqa: E402
@@ -108,7 +108,7 @@ def main() -> None:
     encoder = FrozenViT(args.which_encoder, pretrained=False)
     tokens, dim = encoder.num_tokens(args.image_size), encoder.embed_dim
     del encoder
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
+    name = device_name(device, args.threads)
     print(f"device: {name} | torch {torch.__version__} | encoder {args.which_encoder} (random weights) | "
           f"{args.image_size}px, batch {args.batch_size}, {args.num_slots} slots, fp32 training, "
           f"{args.warmup} warm-up + {args.steps} timed steps")
@@ -124,7 +124,7 @@ def main() -> None:
                 with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:  # own peak memory per mode
                     r = pool.submit(bench, model_name, source, args, str(cache.root), device).result()
                 results[model_name, source] = r
-                memory = "peak GPU memory" if device.type == "cuda" else "peak process RSS"
+                memory = memory_label(device)
                 print(f"{model_name + '/' + source:16s} {r['images_per_s']:8.2f} images/s  {r['ms_per_step']:9.1f} "
                       f"ms/step  {r['images_per_cpu_s']:8.2f} images/CPU-s  {memory} {r['peak_mb']:8.0f} MB", flush=True)
     for model_name in args.models.split(","):

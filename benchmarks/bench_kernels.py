@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import peak_memory_mb, time_train_steps  # noqa: E402
+from benchmarks.common import device_name, memory_label, peak_memory_mb, time_train_steps  # noqa: E402
 
 from models.encoders import FrozenViT  # noqa: E402
 from models.spot import SPOT, SPOTConfig  # noqa: E402
@@ -140,11 +140,11 @@ def main() -> None:
     cuda = device.type == "cuda"
     args.batch_size = args.batch_size or (64 if cuda else 4)
     args.steps = args.steps or (20 if cuda else 3)
-    name = torch.cuda.get_device_name(device) if cuda else f"CPU, {args.threads} threads"
+    name = device_name(device, args.threads)
     print(f"device: {name} | torch {torch.__version__} | encoder {args.which_encoder} (random weights) | "
           f"{args.image_size}px, batch {args.batch_size}, {args.num_slots} slots | {args.warmup} warm-up + "
           f"{args.steps} timed steps")
-    memory = "peak GPU memory" if cuda else "peak process RSS"
+    memory = memory_label(device)
     for model_name in args.models.split(","):
         results: dict[str, dict[str, float]] = {}
         for variant in args.variants.split(","):

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import peak_memory_mb, time_train_steps  # noqa: E402
+from benchmarks.common import device_name, memory_label, peak_memory_mb, time_train_steps  # noqa: E402
 
 from models.slate import SLATE, SLATEConfig  # noqa: E402
 from utils.run import select_device  # noqa: E402
@@ -68,9 +68,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     device = select_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    name = device_name(device)
     print(f"device: {name} | torch {torch.__version__} | fp32 | {args.steps} timed steps after {args.warmup} warm-up")
-    memory = "peak GPU memory" if device.type == "cuda" else "peak process RSS"
+    memory = memory_label(device)
     for key in args.configs.split(","):
         if key not in CONFIGS:
             parser.error(f"unknown config {key!r}; choose from {', '.join(CONFIGS)}")

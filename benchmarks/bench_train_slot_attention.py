@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import peak_memory_mb, time_train_steps  # noqa: E402
+from benchmarks.common import device_name, memory_label, peak_memory_mb, time_train_steps  # noqa: E402
 
 from models.slot_attention_ae import SlotAttentionAE, SlotAttentionAEConfig  # noqa: E402
 from utils.run import select_device  # noqa: E402
@@ -74,10 +74,10 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)}")
     device = select_device(args.device)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {device_name} | torch {torch.__version__} | fp32 | implicit_grad {args.implicit_grad} | "
+    described = device_name(device)
+    print(f"device: {described} | torch {torch.__version__} | fp32 | implicit_grad {args.implicit_grad} | "
           f"{args.steps} timed steps after {args.warmup} warm-up")
-    memory = "peak GPU memory" if device.type == "cuda" else "peak process RSS"
+    memory = memory_label(device)
     for name in names:
         r = bench(name, args, device)
         print(f"{name:5s} {CONFIGS[name]['image_size']}px batch {r['batch_size']:3d}: {r['images_per_s']:8.2f} images/s  "

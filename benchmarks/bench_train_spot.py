@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import peak_memory_mb, time_train_steps  # noqa: E402
+from benchmarks.common import device_name, memory_label, peak_memory_mb, time_train_steps  # noqa: E402
 
 from models.encoders import FrozenViT  # noqa: E402
 from models.spot import SPOT, SPOTConfig  # noqa: E402
@@ -108,14 +108,14 @@ def main() -> None:
         estimate_memory(args)
         return
     device = select_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
+    name = device_name(device, args.threads)
     print(f"device: {name} | torch {torch.__version__} | encoder {args.which_encoder} (random weights) | "
           f"{args.image_size}px, batch {args.batch_size}, {args.num_slots} slots, fp32")
     results = {}
     for mode in args.modes.split(","):
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:  # own peak memory per mode
             results[mode] = r = pool.submit(bench, mode, args, device).result()
-        memory = "peak GPU memory" if device.type == "cuda" else "peak process RSS"
+        memory = memory_label(device)
         print(f"{mode:14s} {r['images_per_s']:8.2f} images/s  {r['ms_per_step']:9.1f} ms/step  "
               f"{memory} {r['peak_mb']:8.0f} MB  trainable {r['trainable_m']:.1f}M")
     for a, b in [("spot", "dinosaur"), ("spot2", "spot"), ("spot2", "spot2_unshared")]:
@@ -131,8 +131,8 @@ def estimate_memory(args: argparse.Namespace, capacity_gb: float = 80.0) -> None
     small = sorted(int(b) for b in args.estimate_from.split(","))
     if len(small) != 2 or small[0] == small[1]:
         raise SystemExit("--estimate_from needs two different batch sizes, e.g. 2,8")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
-    memory = "peak GPU memory" if device.type == "cuda" else "peak process RSS"
+    name = device_name(device, args.threads)
+    memory = memory_label(device)
     print(f"device: {name} | encoder {args.which_encoder} (random weights) | {args.image_size}px, {args.num_slots} "
           f"slots, fp32 | {memory} at batches {small[0]} and {small[1]}, extrapolated to {args.estimate_gpu}")
     for mode in args.modes.split(","):

@@ -8,6 +8,18 @@ from typing import Any
 import torch
 
 
+def device_name(device: torch.device, threads: int | None = None) -> str:
+    """The GPU's name, or ``CPU, N threads`` (the torch thread count when ``threads`` is None)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU, {torch.get_num_threads() if threads is None else threads} threads"
+
+
+def memory_label(device: torch.device) -> str:
+    """What :func:`peak_memory_mb` measures on ``device``, for table headers."""
+    return "peak GPU memory" if device.type == "cuda" else "peak process RSS"
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak CUDA memory allocated on ``device``, or the process's peak RSS on the CPU (MiB)."""
     if device.type == "cuda":
