@@ -102,6 +102,24 @@ def test_coco_flip_views_follow_the_image_loader(tmp_path: Path, monkeypatch: py
     assert drawn == {0, 1}
 
 
+def test_movi_run_from_cache_records_its_frames(tmp_path: Path) -> None:
+    # Stage 2 reads train_movi_paths.json from the stage-1 run folder, cached or not.
+    from datasets.movi import SAMPLING_FILE
+    from tests.real_data_fixtures import write_movi
+
+    movi = write_movi(tmp_path / "MOVi" / "e", num_train=2, train_frames=12)
+    data = ["--dataset", "movi", "--data_path", str(movi), "--image_size", "32", "--val_mask_size", "16",
+            "--train_samples", "6", "--num_workers", "0"]
+    cache = write_cache(tmp_path / "cache", *data, *ENCODER)
+    argv = [*SPOT_TINY[SPOT_TINY.index("--num_slots"):], *ENCODER, *data, *DINOSAUR, "--epochs", "1",
+            "--val_samples", "2", "--lr_warmup_steps", "0"]
+    train_spot.main([*argv, "--log_path", str(tmp_path / "images")])
+    train_spot.main([*argv, "--log_path", str(tmp_path / "cached"), "--cache_features", str(cache)])
+    by_images, by_cache = (json.loads((newest(tmp_path / d) / SAMPLING_FILE).read_text())
+                           for d in ("images", "cached"))
+    assert by_cache["frames"] == by_images["frames"] and by_cache["frames"]
+
+
 def test_adaslot_stage1_stage2_from_cache(tmp_path: Path, shapes_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     argv = [*ADASLOT_TINY, "--num_iters", "4"]
     images = losses_of(monkeypatch, lambda: train_adaslot.main([*argv, "--log_path", str(tmp_path / "a")]))

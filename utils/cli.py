@@ -93,6 +93,10 @@ def build_datasets(args: argparse.Namespace, run_dir: Path | None) -> tuple[Any,
         from datasets.feature_cache import open_training_cache
 
         train_set = open_training_cache(args)
+        if args.dataset == "movi" and run_dir is not None:
+            # Record the cached frames in the run folder as image training does (its frame list is
+            # only listed, no image is read): stage 2 reuses it via --predefined_movi_json_paths.
+            build_dataset(args.dataset, "train", *common, args.train_samples, seed, **data_options(args, run_dir))
     else:
         train_set = build_dataset(args.dataset, "train", *common, args.train_samples, seed, **data_options(args, run_dir))
         train_set = limit(train_set, args.train_samples)
