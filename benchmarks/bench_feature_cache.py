@@ -30,7 +30,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import device_name, memory_label, peak_memory_mb, time_train_steps  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    add_spot_bench_args, device_name, memory_label, peak_memory_mb, time_train_steps,
+)
 
 from datasets.feature_cache import CacheWriter, CachedFeatures  # noqa: E402
 from models.encoders import FrozenViT  # noqa: E402
@@ -92,15 +94,8 @@ def bench(model_name: str, source: str, args: argparse.Namespace, cache_dir: str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--which_encoder", default="dino_vitb16")
-    parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--num_slots", type=int, default=7)
-    parser.add_argument("--batch_size", type=int, default=8)
+    add_spot_bench_args(parser)
     parser.add_argument("--views", type=int, default=2, choices=(1, 2), help="views per image in the cache (COCO: 2)")
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--models", default="spot,dinosaur")
     parser.add_argument("--cache_dir", default=None, help="where to write the benchmark's cache (default: a temp folder)")
     args = parser.parse_args()

@@ -39,7 +39,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import device_name, memory_label, peak_memory_mb, time_train_steps  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    add_spot_bench_args, device_name, memory_label, peak_memory_mb, time_train_steps,
+)
 
 from models.encoders import FrozenViT  # noqa: E402
 from models.spot import SPOT, SPOTConfig  # noqa: E402
@@ -124,15 +126,10 @@ def bench(model_name: str, variant: str, args: argparse.Namespace, device: torch
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--which_encoder", default="dino_vitb16")
-    parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--num_slots", type=int, default=7)
+    add_spot_bench_args(parser, batch_size=None, batch_help="default: 64 on a GPU, 4 on the CPU", steps=None,
+                        steps_help="timed steps (default: 20 on a GPU, 3 on the CPU)", warmup=3,
+                        warmup_help="untimed steps first (compilation happens here)")
     parser.add_argument("--num_heads", type=int, default=6, help="SPOT decoder heads")
-    parser.add_argument("--batch_size", type=int, default=None, help="default: 64 on a GPU, 4 on the CPU")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on a GPU, 3 on the CPU)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--models", default="dinosaur,spot")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     args = parser.parse_args()

@@ -35,7 +35,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import device_name, memory_label, peak_memory_mb, time_train_steps  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    add_spot_bench_args, device_name, memory_label, peak_memory_mb, time_train_steps,
+)
 
 from models.encoders import FrozenViT  # noqa: E402
 from models.spot import SPOT, SPOTConfig  # noqa: E402
@@ -90,15 +92,8 @@ def bench(mode: str, args: argparse.Namespace, device: torch.device) -> dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--which_encoder", default="dino_vitb16")
-    parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--num_slots", type=int, default=7)
-    parser.add_argument("--batch_size", type=int, default=8)
+    add_spot_bench_args(parser)
     parser.add_argument("--finetune_blocks_after", type=int, default=8, help="stage 2: first trainable encoder block")
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--modes", default="dinosaur,spot,spot2,spot2_unshared")
     parser.add_argument("--estimate_gpu", type=int, default=None, metavar="BATCH",
                         help="estimate peak memory at this batch from runs at the --estimate_from batches")

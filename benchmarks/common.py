@@ -1,11 +1,26 @@
 """Pieces shared by the training benchmarks: peak memory and timing the real training step."""
 from __future__ import annotations
 
+import argparse
 import resource
 import time
 from typing import Any
 
 import torch
+
+
+def add_spot_bench_args(parser: argparse.ArgumentParser, batch_size: int | None = 8, batch_help: str | None = None,
+                        steps: int | None = 5, steps_help: str | None = None, warmup: int = 2,
+                        warmup_help: str | None = None) -> None:
+    """The configuration flags every SPOT/DINOSAUR step benchmark takes (ViT-B/16 at 224 px, 7 slots)."""
+    parser.add_argument("--which_encoder", default="dino_vitb16")
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--num_slots", type=int, default=7)
+    parser.add_argument("--batch_size", type=int, default=batch_size, help=batch_help)
+    parser.add_argument("--steps", type=int, default=steps, help=steps_help)
+    parser.add_argument("--warmup", type=int, default=warmup, help=warmup_help)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
+    parser.add_argument("--device", default="auto")
 
 
 def device_name(device: torch.device, threads: int | None = None) -> str:

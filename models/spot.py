@@ -177,8 +177,10 @@ class SPOT(nn.Module):
         weights of the target encoder it was copied from; those run once per batch for both.
         The weights are compared again only after one of them changed (tensor version counters).
         """
+        if self.target_encoder is None:  # stage 1: one encoder, nothing to share (no parameter scan)
+            return 0
         k = self.encoder.first_trainable_block()
-        if self.target_encoder is None or k == 0:
+        if k == 0:
             return 0
         ours = [(n, p) for n, p in self.encoder.vit.named_parameters()
                 if not (n.startswith("blocks.") and int(n.split(".")[1]) >= k)]
