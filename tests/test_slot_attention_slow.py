@@ -30,6 +30,9 @@ step   CPU min    FG-ARI/mBO   (slot attn)
 4000   27.7       55.5 / 30.8  (48.5 / 36.2)
 =====  =========  ===========  ============
 
+With ``--seed 1`` (same conditions): 51.8 / 19.1 at step 3,000, 54.9 / 27.7 at step 4,000
+(27.8 CPU minutes).
+
 The paper's widths (64 channels, 5x5) with the shared Gaussian init ended at FG-ARI 5.5 after
 about 720 steps: they get a sixth of the steps (README, Slot Attention). Run with ``pytest -m slow tests/test_slot_attention_slow.py`` (about 30 minutes).
 """
