@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models import build_model, method_spec
 from models.decoders import SpatialBroadcastDecoder, broadcast_size
@@ -194,8 +195,6 @@ class _PlainSlotAttentionAE(torch.nn.Module):
         return torch.stack([y, x, 1 - y, 1 - x], -1)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        import torch.nn.functional as F
-
         x = image * 2 - 1
         h = x
         for conv in self.convs:

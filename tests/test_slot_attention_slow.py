@@ -34,7 +34,8 @@ With ``--seed 1`` (same conditions): 51.8 / 19.1 at step 3,000, 54.9 / 27.7 at s
 (27.8 CPU minutes).
 
 The paper's widths (64 channels, 5x5) with the shared Gaussian init ended at FG-ARI 5.5 after
-about 720 steps: they get a sixth of the steps (README, Slot Attention). Run with ``pytest -m slow tests/test_slot_attention_slow.py`` (about 30 minutes).
+about 720 steps: they get a sixth of the steps (README, Slot Attention).
+Run with ``pytest -m slow tests/test_slot_attention_slow.py`` (about 30 minutes).
 """
 from __future__ import annotations
 
