@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import train_spot
+import utils.distributed
 from utils.checkpoint import load_checkpoint
 from utils.distributed import ShardSampler, parse_duration
 from utils.errors import UserError
@@ -65,7 +66,7 @@ def test_two_process_ddp_equals_one_process_with_the_global_batch(tmp_path: Path
     records = [json.loads(line) for line in (ddp_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [4, 8]
 
-    train_spot.main([*TINY, "--batch_size", "4", "--log_path", str(tmp_path / "single")])
+    train_spot.main([*TINY, "--batch_size", "4", "--device", "cpu", "--log_path", str(tmp_path / "single")])
     single_run = next((tmp_path / "single").iterdir())
     a, b = load_checkpoint(single_run), load_checkpoint(ddp_run)
     assert a["step"] == b["step"] == 8 and b["world_size"] == 2 and len(b["rng_per_rank"]) == 2
@@ -83,6 +84,31 @@ def test_two_process_ddp_equals_one_process_with_the_global_batch(tmp_path: Path
     # Resuming a DDP run with another process count is refused with one line.
     with pytest.raises(UserError, match="trained with 2 processes"):
         train_spot.main(["--resume", str(ddp_run), "--epochs", "3"])
+
+
+class _Joined(Exception):
+    """Raised by the stand-in process-group join: the device it was given is recorded."""
+
+
+@pytest.mark.parametrize("how", ["resume", "auto_resume", "typed"])
+def test_resume_joins_the_process_group_on_the_runs_recorded_device(tmp_path: Path, how: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run trained with --device cpu and resumed under torchrun with no --device on a machine
+    # with one GPU used to join NCCL on GPU LOCAL_RANK ("auto") and stop: 2 ranks, 1 GPU.
+    train_spot.main([*TINY, "--batch_size", "2", "--device", "cpu", "--log_path", str(tmp_path), "--max_steps", "1"])
+    run = next(tmp_path.iterdir())
+    joined: list[str] = []
+
+    def join(device: str = "auto") -> None:
+        joined.append(device)
+        raise _Joined
+
+    monkeypatch.setattr(utils.distributed, "init", join)
+    argv = {"resume": ["--resume", str(run)], "auto_resume": ["--auto_resume", "--log_path", str(tmp_path)],
+            "typed": ["--resume", str(run), "--device", "cuda"]}[how]
+    with pytest.raises(_Joined):
+        train_spot.main(argv)
+    assert joined == ["cuda" if how == "typed" else "cpu"]
 
 
 def test_epoch_sampler_shards_are_the_single_process_batches() -> None:

@@ -44,7 +44,10 @@ def _fingerprint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sched
     torch.manual_seed(0)
     samples = [train_set[i] for i in range(2)]
     first = {k: repr(v.float().sum().item()) for k, v in samples[0].items() if torch.is_tensor(v)}
-    batch = {**default_collate(samples), "step": 3, "total_steps": 10}
+    # The script has already moved the model to its device (CUDA where there is a GPU).
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in default_collate(samples).items()}
+    batch.update(step=3, total_steps=10)
     model.train()
     if callable(getattr(model, "set_step", None)):
         model.set_step(3)

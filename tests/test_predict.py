@@ -121,7 +121,7 @@ def test_labels_follow_the_model_masks(dinosaur_run: Path, tmp_path: Path) -> No
     """labels.png is the upsampled argmax of the model's masks on the resized input."""
     write_images(tmp_path / "in")
     predict.main(["--checkpoint", str(dinosaur_run), "--input", str(tmp_path / "in" / "wide.png"),
-                  "--output", str(tmp_path / "out"), "--masks", "slots", "--no_progress"])
+                  "--output", str(tmp_path / "out"), "--masks", "slots", "--no_progress", "--device", "cpu"])
     args = predict.build_parser().parse_args(["--checkpoint", str(dinosaur_run), "--input", "x", "--output", "y"])
     model, _, size = predict.load_model(args, torch.device("cpu"))
     image = read_image(tmp_path / "in" / "wide.png")

@@ -30,7 +30,7 @@ def test_smtc_two_processes_then_both_eval_tasks(tmp_path: Path) -> None:
     for task in ("propagation", "discovery"):
         extra = ["--setting", "stride8"] if task == "propagation" else ["--discovery_size", "48", "64"]
         res = eval_smtc.main(["--task", task, "--davis_path", str(tmp_path / "DAVIS"), "--checkpoint_path", str(run),
-                              "--output_dir", str(tmp_path / "eval"), *extra])
+                              "--output_dir", str(tmp_path / "eval"), "--device", "cpu", *extra])
         assert 0.0 <= res["J&F-Mean"] <= 1.0
         assert len(list((tmp_path / "eval").glob("*/global_results-val.csv"))) == (1 if task == "propagation" else 2)
         # The same evaluation with the sequences shared out over 2 processes: identical scores.

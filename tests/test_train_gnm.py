@@ -55,8 +55,9 @@ def test_train_evaluate_rebuilt_model_and_nll(tmp_path: Path) -> None:
 
 
 def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
-    full = train(tmp_path / "full", epochs=2)
-    part = train(tmp_path / "part", "--max_steps", "3", epochs=2)
+    # Bitwise equality holds on the CPU; CUDA backward kernels (atomic adds) are not deterministic.
+    full = train(tmp_path / "full", "--device", "cpu", epochs=2)
+    part = train(tmp_path / "part", "--max_steps", "3", "--device", "cpu", epochs=2)
     assert load_checkpoint(part)["step"] == 3
     train_gnm.main(["--resume", str(part)])
     a, b = load_checkpoint(full), load_checkpoint(part)

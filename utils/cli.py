@@ -210,6 +210,25 @@ def _new_run(args: argparse.Namespace) -> Path:
     return run_dir
 
 
+def _device_to_join(parser: argparse.ArgumentParser, argv: list[str] | None, args: argparse.Namespace) -> str:
+    """The ``--device`` the process group is joined with: on resume, the run's recorded one unless typed.
+
+    The process group (gloo or NCCL, one GPU per rank) must be joined before the resumed flags are
+    merged, so a resumed run's device is read here; every rank reads the same ``args.yaml``.
+    """
+    if "device" in explicit_flags(parser, argv):
+        return args.device
+    resume_from = args.resume or args.checkpoint_path
+    if args.auto_resume and not resume_from:
+        resume_from = newest_run(args.log_path, args.run_name)
+    if not resume_from:
+        return args.device
+    args_file = _run_folder(resume_from) / ARGS_FILE
+    if not args_file.is_file():
+        return args.device  # the resume itself reports the missing run folder
+    return str(load_args(args_file.parent).get("device", args.device))
+
+
 def parse_train_args(
     parser: argparse.ArgumentParser, argv: list[str] | None, extra_runtime_flags: tuple[str, ...] = ()
 ) -> tuple[argparse.Namespace, Path, dict | None]:
@@ -226,7 +245,7 @@ def parse_train_args(
     one_line_errors(parser)
     args = parser.parse_args(argv)
     check_ranges(args)
-    distributed.init(args.device)
+    distributed.init(_device_to_join(parser, argv, args))
     if args.timeout is not None:
         distributed.parse_duration(str(args.timeout))  # refuse a malformed value before any work
     if args.resume and args.checkpoint_path and _run_folder(args.resume) != _run_folder(args.checkpoint_path):
