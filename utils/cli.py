@@ -210,13 +210,13 @@ def _new_run(args: argparse.Namespace) -> Path:
     return run_dir
 
 
-def _device_to_join(parser: argparse.ArgumentParser, argv: list[str] | None, args: argparse.Namespace) -> str:
+def _device_to_join(args: argparse.Namespace, typed: set[str]) -> str:
     """The ``--device`` the process group is joined with: on resume, the run's recorded one unless typed.
 
     The process group (gloo or NCCL, one GPU per rank) must be joined before the resumed flags are
     merged, so a resumed run's device is read here; every rank reads the same ``args.yaml``.
     """
-    if "device" in explicit_flags(parser, argv):
+    if "device" in typed:
         return args.device
     resume_from = args.resume or args.checkpoint_path
     if args.auto_resume and not resume_from:
@@ -245,7 +245,8 @@ def parse_train_args(
     one_line_errors(parser)
     args = parser.parse_args(argv)
     check_ranges(args)
-    distributed.init(_device_to_join(parser, argv, args))
+    typed = explicit_flags(parser, argv)
+    distributed.init(_device_to_join(args, typed))
     if args.timeout is not None:
         distributed.parse_duration(str(args.timeout))  # refuse a malformed value before any work
     if args.resume and args.checkpoint_path and _run_folder(args.resume) != _run_folder(args.checkpoint_path):
@@ -278,7 +279,6 @@ def parse_train_args(
             f"{run_dir} was written by another training script (flags {', '.join('--' + f for f in foreign[:3])} "
             f"are unknown here); resume it with the script that trained it"
         )
-    typed = explicit_flags(parser, argv)
     runtime = (*RUNTIME_FLAGS, *extra_runtime_flags)
     for name in sorted(typed - set(runtime) - set(RESUME_FLAGS)):
         if recorded.get(name) != getattr(args, name):
