@@ -223,10 +223,10 @@ def _device_to_join(args: argparse.Namespace, typed: set[str]) -> str:
         resume_from = newest_run(args.log_path, args.run_name)
     if not resume_from:
         return args.device
-    args_file = _run_folder(resume_from) / ARGS_FILE
-    if not args_file.is_file():
+    run_dir = _run_folder(resume_from)
+    if not (run_dir / ARGS_FILE).is_file():
         return args.device  # the resume itself reports the missing run folder
-    return str(load_args(args_file.parent).get("device", args.device))
+    return str(load_args(run_dir).get("device", args.device))
 
 
 def parse_train_args(
