@@ -1,7 +1,9 @@
 """Atomic checkpoints that store only what cannot be rebuilt, and strict loading with clear errors."""
 from __future__ import annotations
 
+import argparse
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -50,6 +52,51 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found; pass a run folder or its {CHECKPOINT_NAME}")
     return path
+
+
+# Classes that known upstream checkpoint formats pickle and that are safe to rebuild
+# (SlotCon/SlotFA and GNM store an argparse.Namespace). Nothing broader: see docs/released_models.md.
+SAFE_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
+
+
+def read_torch_file(path: str | os.PathLike, *, trust: bool = False, what: str = "checkpoint") -> Any:
+    """Read a torch file (or ``.safetensors``) onto the CPU without running code stored in it.
+
+    Only tensors, plain containers, primitives and :data:`SAFE_GLOBALS` are unpickled. A file that
+    needs more is refused with one line naming ``--trust_checkpoint``; with ``trust=True`` (the
+    user's explicit opt-in for this run) it is fully unpickled after a warning.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} not found; check the path")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        try:
+            with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            if not trust:
+                raise UserError(
+                    f"{what} {path} holds pickled objects that could run code when loaded "
+                    f"({_first_line(err)}); pass --trust_checkpoint only if you trust where the file came from"
+                ) from None
+            import warnings
+
+            warnings.warn(f"--trust_checkpoint: fully unpickling {path}; this can run code stored in the file",
+                          stacklevel=2)
+            return torch.load(path, map_location="cpu", weights_only=False)
+    except UserError:
+        raise
+    except Exception as err:  # torch raises several types for truncated/garbage files
+        raise UserError(f"{what} {path} is unreadable or truncated ({type(err).__name__}); use another file") from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:160] if text else type(err).__name__
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
