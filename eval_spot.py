@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from datasets import build_dataset, limit
+from datasets import build_dataset, limit, no_masks_reason
 from metrics import SegmentationMetrics
 from metrics.baselines import baseline_labels
 from models import METHODS, MethodSpec, build_model, model_config_of
@@ -139,6 +139,10 @@ def _evaluate_checkpoint(args: argparse.Namespace, typed: set[str], ckpt_path: P
     image_size = config_dict.get("image_size", args.image_size)
     dataset = build_dataset(args.dataset, args.split, image_size, args.val_mask_size, args.data_path, args.val_samples,
                             args.seed, **data_options(args))
+    reason = no_masks_reason(dataset)
+    if reason:
+        raise UserError(f"{reason}, so eval_spot.py has nothing to score; the training run's metrics.jsonl "
+                        "holds its validation reconstruction error (mse), and predict.py shows its slots")
     dataset = limit(dataset, args.val_samples)
     shard = distributed.ShardSampler(len(dataset)) if distributed.world_size() > 1 else None
     loader = make_loader(dataset, args.eval_batch_size, args.num_workers, shard, args.seed, False)

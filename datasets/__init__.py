@@ -8,6 +8,9 @@ from torch.utils.data import Dataset, Subset
 from utils.errors import UserError
 
 DATASETS: tuple[str, ...] = ("shapes", "coco", "voc", "movi", "clevr", "clevr6", "clevr10", "tetrominoes", "clevrtex", "clevrtex6")
+# The object-discovery seed's other image datasets (docs/data.md); the first has a mask-free image split only.
+SEED_IMAGE_DATASETS: tuple[str, ...] = ("clevr_images", "shapes3d", "ravens", "sketchy")
+DATASETS += SEED_IMAGE_DATASETS
 # Names a user of the object-discovery seed (HHousen) may type, mapped to ours.
 DATASET_ALIASES: dict[str, str] = {
     "clevr_with_masks": "clevr", "clevr6_masks": "clevr6", "clevr10_masks": "clevr10", "clevrtex_full": "clevrtex",
@@ -52,6 +55,10 @@ def build_dataset(
     predefined_movi_json_paths: str | None = None,
     run_dir: str | Path | None = None,
     sbd_path: str | None = None,
+    max_objects: int | None = None,
+    alternative_crop: bool | None = None,
+    ravens_camera: str | None = None,
+    shapes3d_splits: str | None = None,
 ) -> Dataset:
     """Build split ``train`` or ``val`` (``test`` too for CLEVR, Tetrominoes, ClevrTex) of dataset ``name``.
 
@@ -62,7 +69,8 @@ def build_dataset(
     instead of skipped), ``predefined_movi_json_paths`` (reuse a MOVi training frame list),
     ``run_dir`` (where the MOVi training frame list is recorded), ``sbd_path`` (SBD, to
     generate VOC's trainaug list), ``cache_dir`` (where ClevrTex keeps its index; default:
-    see ``datasets.clevrtex.default_cache_dir``).
+    see ``datasets.clevrtex.default_cache_dir``). ``max_objects`` (``--max_n_objects``),
+    ``alternative_crop``, ``ravens_camera`` and ``shapes3d_splits`` serve ``SEED_IMAGE_DATASETS``.
     """
     name = canonical_name(name)
     if name not in DATASETS:
@@ -70,6 +78,13 @@ def build_dataset(
     if eval_protocol not in EVAL_PROTOCOLS:
         raise UserError(f"unknown --eval_protocol {eval_protocol!r}; choose one of {', '.join(EVAL_PROTOCOLS)}")
     mask_size = mask_size or default_mask_size(name, image_size)
+    seed_options = {"max_objects": max_objects, "alternative_crop": alternative_crop, "ravens_camera": ravens_camera,
+                    "shapes3d_splits": shapes3d_splits}
+    if name in SEED_IMAGE_DATASETS or any(v is not None for v in seed_options.values()):
+        from datasets.seed_images import build_seed_image_dataset
+
+        return build_seed_image_dataset(name, split, image_size, mask_size, data_path, num_samples, strict=strict,
+                                        **seed_options)
     if name in ("coco", "voc", "movi") and not data_path:
         raise UserError(f"--dataset {name} needs --data_path (the dataset root; see README, 'Real datasets')")
     if name == "coco":
@@ -119,6 +134,21 @@ def build_dataset(
 
         return Tetrominoes(data_path or "", split, image_size, mask_size, max_objects, num_samples)
     raise AssertionError(name)  # unreachable: DATASETS lists the implemented names
+
+
+def no_masks_reason(dataset: Dataset) -> str | None:
+    """Why ``dataset`` has no ground-truth masks (None when it has them); looks through ``Subset``."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return getattr(dataset, "NO_MASKS_REASON", None)
+
+
+def check_layout(name: str, data_path: str | None) -> None:
+    """Cheap on-disk layout check, run before a run folder is made (only ``SEED_IMAGE_DATASETS`` so far)."""
+    if canonical_name(name) in SEED_IMAGE_DATASETS:
+        from datasets.seed_images import check_seed_image_layout
+
+        check_seed_image_layout(canonical_name(name), data_path)
 
 
 def limit(dataset: Dataset, num_samples: int | None) -> Dataset:

@@ -51,6 +51,16 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                        help="reuse the MOVi training frames of a run (its train_movi_paths.json)")
     group.add_argument("--sbd_path", default=None,
                        help="SBD benchmark_RELEASE folder, to generate VOC's trainaug list when trainaug.txt is absent")
+    # Options of the seed's other image datasets (docs/data.md); None = the dataset's (the seed's) default.
+    group.add_argument("--max_n_objects", type=int, default=None,
+                       help="clevr_images, ravens: keep scenes with at most N objects (the seed used num_slots - 1)")
+    group.add_argument("--alternative_crop", type=str2bool, default=None,
+                       help="ravens: True (default) = the lower 238x540 band and the front camera; False = centre 480x500")
+    group.add_argument("--ravens_camera", default=None, choices=("front", "left", "right", "all"),
+                       help="ravens: views to use (default: front with --alternative_crop, all without)")
+    group.add_argument("--shapes3d_splits", default=None, choices=("seed", "shuffled"),
+                       help="shapes3d: seed (default) = the seed's index ranges (val/test are other floor colours); "
+                            "shuffled = same sizes from a fixed permutation")
 
 
 def default_num_workers() -> int:
@@ -73,6 +83,9 @@ def data_options(args: argparse.Namespace, run_dir: Path | None = None) -> dict[
         "predefined_movi_json_paths": getattr(args, "predefined_movi_json_paths", None),
         "sbd_path": getattr(args, "sbd_path", None),
         "run_dir": run_dir,
+        **{key: getattr(args, flag, None) for key, flag in (
+            ("max_objects", "max_n_objects"), ("alternative_crop", "alternative_crop"),
+            ("ravens_camera", "ravens_camera"), ("shapes3d_splits", "shapes3d_splits"))},
     }
 
 
@@ -263,6 +276,10 @@ def parse_train_args(
         if hasattr(args, "data_seed") and args.data_seed is None:
             args.data_seed = args.seed
         seed_everything(args.seed)
+        if hasattr(args, "dataset"):  # a wrong data layout stops here, before the run folder exists
+            from datasets import check_layout
+
+            check_layout(args.dataset, getattr(args, "data_path", None))
         run_dir = distributed.run_on_main(lambda: _new_run(args))
         return args, Path(run_dir), None
     ckpt_file = Path(resume_from)

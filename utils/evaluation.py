@@ -34,6 +34,7 @@ def evaluate(
     primary_masks: str = "decoder",
     progress: bool = False,
     keep_examples: int = 8,
+    masks_optional: bool = False,
 ) -> dict[str, Any]:
     """Score every mask source of ``model`` on ``loader`` (spec section 5.1 pipeline).
 
@@ -53,6 +54,9 @@ def evaluate(
     pair-counting precision/recall/F1, AMI, NMI, purity, kept slots per image, and ``keep_rule``
     (how the keep decisions were made, e.g. ``gumbel`` sampling or ``threshold``).
 
+    With ``masks_optional`` a loader without ground-truth masks (``mask_instance``) is scored
+    on reconstruction only (``mse``, ``loss``); otherwise it is an error.
+
     Returns ``{"metrics": {...}, "examples": {...}, "visuals": {...}}`` where examples hold the
     first images and their label maps for visualisation (of this rank's shard), and visuals the
     first items of the model's optional ``visuals`` output (images such as reconstructions, for
@@ -69,7 +73,8 @@ def evaluate(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
-            if "mask_instance" not in batch:
+            has_gt = "mask_instance" in batch
+            if not has_gt and not masks_optional:
                 raise UserError("this split has no ground-truth masks (training splits of the real datasets carry "
                                 "images only); evaluate a split with masks, e.g. --split val")
             batch = move_to(batch, device)
@@ -78,11 +83,15 @@ def evaluate(
             mse_sum += float(out["losses"]["mse"]) * b if "mse" in out["losses"] else 0.0
             loss_sum += float(out["loss"]) * b
             num_images += b
-            gt = batch["mask_instance"]
             _keep(examples, "image", batch["image"], keep_examples)
-            _keep(examples, "ground truth", gt, keep_examples)
+            if has_gt:
+                gt = batch["mask_instance"]
+                _keep(examples, "ground truth", gt, keep_examples)
             for source, masks in out["masks"].items():
-                labels = masks_to_labels(masks.float(), tuple(gt.shape[-2:]))
+                labels = masks_to_labels(masks.float(), tuple((gt if has_gt else batch["image"]).shape[-2:]))
+                if not has_gt:  # pictures only: nothing to score the masks against
+                    _keep(examples, source, labels, keep_examples)
+                    continue
                 meter = meters.setdefault(source, SegmentationMetrics())
                 meter.update(labels, gt, batch.get("mask_class"), batch.get("mask_ignore"))
                 _keep(examples, source, labels, keep_examples)

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from utils import distributed
+from datasets import no_masks_reason
 from utils.checkpoint import CHECKPOINT_NAME, load_model_state, model_state, remove_stale_temporaries, save_checkpoint
 from utils.errors import UserError
 from utils.evaluation import evaluate, move_to
@@ -285,6 +286,7 @@ class Trainer:
         self.skipped_steps = 0
         self.resumed = False
         self.last_metrics: dict[str, Any] = {}
+        self._said_no_masks = False  # a dataset without masks is announced at its first evaluation only
         self.train_module: nn.Module = model  # the DDP wrapper under torchrun (set in fit)
         self.use_amp, self.amp_dtype = amp_settings(bool(cfg.amp), device)
         # bfloat16 has float32's range, so only float16 needs loss scaling.
@@ -365,7 +367,12 @@ class Trainer:
         sampler = distributed.ShardSampler(len(self.val_set)) if self.world_size > 1 else None
         workers = self.cfg.num_workers if self.cfg.eval_num_workers is None else self.cfg.eval_num_workers
         loader = make_loader(self.val_set, self.cfg.eval_batch_size, workers, sampler, self.cfg.seed, False)
-        result = evaluate(self.model, loader, self.device, seed=self.cfg.seed, primary_masks=self.cfg.primary_masks)
+        reason = no_masks_reason(self.val_set)
+        if reason and not self._said_no_masks and distributed.is_main():
+            log.info(f"no ARI/mBO is computed: {reason}; validation reports reconstruction only (mse, loss)")
+            self._said_no_masks = True
+        result = evaluate(self.model, loader, self.device, seed=self.cfg.seed, primary_masks=self.cfg.primary_masks,
+                          masks_optional=reason is not None)
         metrics = result["metrics"]
         epoch = self.step // self.steps_per_epoch
         record = {"step": self.step, "epoch": epoch, **metrics}
