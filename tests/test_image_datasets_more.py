@@ -75,10 +75,9 @@ def write_3dshapes(root: Path) -> Path:
 
 def ravens_arrays(scenes: int, height: int = 48, width: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
     """One generator chunk: 3 views per scene (front, left, right); red channel = 40 * camera + scene."""
-    rng = np.random.default_rng(seed)
     color = np.zeros((3 * scenes, height, width, 3), dtype=np.uint8)
     segm = np.zeros((3 * scenes, height, width), dtype=np.uint8)
-    counts = rng.integers(3, 9, size=scenes).astype(np.int64)
+    counts = np.resize(np.roll([8, 3, 6, 4, 7, 5], seed), scenes).astype(np.int64)  # 3..8 objects
     counts[0] = 8  # an 8-object scene uses ids up to 12 (plane, workspace, 3 robot parts, 8 objects)
     for scene in range(scenes):
         for camera in range(3):
@@ -346,13 +345,15 @@ def _run(module: str, argv: list[str], tmp_path: Path) -> Path:
 def test_clevr_images_trains_reporting_reconstruction_only(tmp_path: Path) -> None:
     import eval_spot
 
-    data = ["--dataset", "clevr_images", "--data_path", str(write_clevr_v1(tmp_path / "data")), "--max_n_objects", "6"]
+    # --max_n_objects 4 keeps 4 of the 12 training scenes: one batch per epoch (3 without the flag).
+    data = ["--dataset", "clevr_images", "--data_path", str(write_clevr_v1(tmp_path / "data")), "--max_n_objects", "4"]
     handler = _Lines()
     logging.getLogger("ocl").addHandler(handler)
     try:
         run = _run("train_slot_attention", [*SA_TINY, *data, "--epochs", "2"], tmp_path)
     finally:
         logging.getLogger("ocl").removeHandler(handler)
+    assert load_checkpoint(run)["step"] == 2
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2 and all(r["mse"] >= 0 and "fg_ari" not in r for r in records)
     said = [line for line in handler.lines if "no ARI/mBO is computed" in line]
@@ -406,3 +407,26 @@ def test_images_are_float_in_unit_range(tmp_path: Path) -> None:
     write_3dshapes(tmp_path)
     image = build_dataset("shapes3d", "train", 64, data_path=str(tmp_path))[3]["image"]
     assert image.dtype == torch.float32 and 0 <= image.min() and image.max() <= 1
+
+
+def test_data_flags_reach_the_datasets(tmp_path: Path) -> None:
+    """--ravens_camera, --alternative_crop, --max_n_objects and --shapes3d_splits as typed on a training script."""
+    import train_slot_attention
+    from utils.cli import build_datasets
+
+    ravens, shapes = str(write_ravens(tmp_path / "ravens")), str(write_3dshapes(tmp_path / "shapes").parent)
+
+    def sets(*flags: str):
+        args = train_slot_attention.build_parser().parse_args(list(flags))
+        return build_datasets(args, None)
+
+    train, val = sets("--dataset", "ravens", "--data_path", ravens, "--ravens_camera", "left")
+    assert {train[i]["camera"] for i in range(len(train))} == {1} and val[0]["camera"] == 1
+    train, _ = sets("--dataset", "ravens", "--data_path", ravens, "--alternative_crop", "False")
+    assert len(train) == 18 and train.crop == crop_box(48, 64, False)
+    counts = h5py.File(tmp_path / "ravens" / "ravens_robot_data_train.h5")["num_objects_on_table"][:]
+    train, _ = sets("--dataset", "ravens", "--data_path", ravens, "--max_n_objects", "5")
+    assert len(train) == int((counts <= 5).sum())
+    seed_val = sets("--dataset", "shapes3d", "--data_path", shapes)[1]
+    shuffled_val = sets("--dataset", "shapes3d", "--data_path", shapes, "--shapes3d_splits", "shuffled")[1]
+    assert list(seed_val.indices) == list(range(401, 430)) and list(shuffled_val.indices) != list(seed_val.indices)
