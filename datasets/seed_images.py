@@ -9,7 +9,12 @@ from __future__ import annotations
 from torch.utils.data import Dataset
 
 from utils.errors import UserError
+from utils.logging import get_logger
 
+log = get_logger()
+
+# Image side of the files (and the only one the seed accepts); other sizes are resized bilinearly.
+NATIVE_SIZE: dict[str, int] = {"shapes3d": 64, "sketchy": 128}
 # Which dataset reads which option (a typed option for any other dataset is an error).
 OPTION_USERS: dict[str, tuple[str, str]] = {
     "max_objects": ("--max_n_objects", "clevr_images ravens"),
@@ -44,6 +49,9 @@ def build_seed_image_dataset(
         raise UserError(f"--max_n_objects must be >= 1, got {max_objects}")
     if num_samples is not None and num_samples < 1:
         raise UserError(f"the number of samples must be >= 1, got {num_samples}")
+    if name in NATIVE_SIZE and image_size != NATIVE_SIZE[name] and split == "train":
+        log.info(f"{name} images are {NATIVE_SIZE[name]}x{NATIVE_SIZE[name]}; resizing them to {image_size} "
+                 f"(the seed trains at --image_size {NATIVE_SIZE[name]})")
     if name == "clevr_images":
         from datasets.clevr_images import ClevrImages
 

@@ -31,8 +31,8 @@ from datasets.transforms import crop_resize_image, decoding, image_to_tensor
 from utils.errors import UserError
 
 SPLIT_FOLDERS: dict[str, str] = {"train": "train", "val": "valid", "test": "test"}
-EPISODE = re.compile(r"^ep\d{6}$")
-FRAME = re.compile(r"^(ep\d{6})_t\d{3}_(fl|fr)_(full|c[0-5])\.png$")
+EPISODE = re.compile(r"^ep\d{6,}$")
+FRAME = re.compile(r"^(ep\d{6,})_t\d{3,}_(fl|fr)_(full|c[0-5])\.png$")
 LAYOUT_HINT = (
     "--data_path must be Sketchy's processed/ folder with train/, valid/, test/ episode folders "
     "(GENESIS's scripts/sketchy_preparation.py output, or the seed's processed download)"
