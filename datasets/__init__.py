@@ -8,7 +8,7 @@ from torch.utils.data import Dataset, Subset
 from utils.errors import UserError
 
 DATASETS: tuple[str, ...] = ("shapes", "coco", "voc", "movi", "clevr", "clevr6", "clevr10", "tetrominoes", "clevrtex", "clevrtex6")
-# The object-discovery seed's other image datasets (docs/data.md); the first has a mask-free image split only.
+# The object-discovery seed's other image datasets (docs/data.md); only ravens has masks.
 SEED_IMAGE_DATASETS: tuple[str, ...] = ("clevr_images", "shapes3d", "ravens", "sketchy")
 DATASETS += SEED_IMAGE_DATASETS
 # Names a user of the object-discovery seed (HHousen) may type, mapped to ours.

@@ -36,8 +36,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
-from utils import distributed
 from datasets import no_masks_reason
+from utils import distributed
 from utils.checkpoint import CHECKPOINT_NAME, load_model_state, model_state, remove_stale_temporaries, save_checkpoint
 from utils.errors import UserError
 from utils.evaluation import evaluate, move_to
