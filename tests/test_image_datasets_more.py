@@ -83,6 +83,7 @@ def ravens_arrays(scenes: int, height: int = 48, width: int = 64, seed: int = 0)
         for camera in range(3):
             row = 3 * scene + camera
             color[row, ..., 0] = 40 * camera + scene
+            color[row, :23, :, 1] = 200  # above the alternative crop (rows 23:47 of 48)
             segm[row, : height // 2] = 0
             segm[row, height // 2 :] = 1
             for obj in range(counts[scene]):
@@ -217,6 +218,7 @@ def test_ravens_camera_selection_filter_and_masks(tmp_path: Path) -> None:
     assert round(front[1]["image"][0, 0, 0].item() * 255) == 1  # scene 1, camera 0
     every = build_dataset("ravens", "train", 16, data_path=root, alternative_crop=False)
     assert len(every) == 18 and [every[i]["camera"] for i in range(3)] == [0, 1, 2]
+    assert front[0]["image"][1].max() == 0 and every[0]["image"][1].max() > 0.7  # the crops differ as specified
     left = build_dataset("ravens", "train", 16, data_path=root, ravens_camera="left")
     assert round(left[2]["image"][0, 0, 0].item() * 255) == 40 + 2
     counts = h5py.File(tmp_path / "ravens_robot_data_train.h5")["num_objects_on_table"][:]
@@ -430,3 +432,14 @@ def test_data_flags_reach_the_datasets(tmp_path: Path) -> None:
     seed_val = sets("--dataset", "shapes3d", "--data_path", shapes)[1]
     shuffled_val = sets("--dataset", "shapes3d", "--data_path", shapes, "--shapes3d_splits", "shuffled")[1]
     assert list(seed_val.indices) == list(range(401, 430)) and list(shuffled_val.indices) != list(seed_val.indices)
+
+
+def test_hdf5_datasets_survive_pickling_for_workers(tmp_path: Path) -> None:
+    """DataLoader workers get a pickled copy: the open HDF5 handle must not travel, the copy reopens it."""
+    import pickle
+
+    for dataset in (build_dataset("shapes3d", "train", 64, data_path=str(write_3dshapes(tmp_path / "s"))),
+                    build_dataset("ravens", "val", 16, data_path=str(write_ravens(tmp_path / "r")))):
+        first = dataset[1]  # opens the file in this process
+        copy = pickle.loads(pickle.dumps(dataset))
+        assert torch.equal(copy[1]["image"], first["image"])
