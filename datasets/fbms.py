@@ -6,11 +6,16 @@ merged, 0/255) for the sparse annotated frames only, named by frame number so th
 with the frame of the same name. Only annotated frames are scored.
 
 Splits: ``test`` = the 30 test sequences (every one must be present), ``all`` = every sequence
-folder under ``Annotations``.
+folder under ``Annotations``. ``scripts/prepare_fbms.py`` builds this layout from the release
+(:func:`frame_number`, :func:`ground_truth_files` and :func:`foreground_from_grey` below).
 """
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
+
+import numpy as np
 
 from datasets.video_folders import ForegroundSequences, resolve_root, subfolders
 from utils.errors import UserError
@@ -21,6 +26,41 @@ TEST_SEQUENCES: tuple[str, ...] = (
     "marple6", "marple7", "marple9", "people03", "people1", "people2", "rabbits02", "rabbits03", "rabbits04", "tennis",
 )
 SPLITS: tuple[str, ...] = ("test", "all")
+# Grey-level thresholds (of grey / 255) that turn the released masks into one foreground; two
+# sequences need their own (the usual FBMS preparation's values).
+DEFAULT_THRESHOLD = 0.1
+THRESHOLDS: dict[str, float] = {"marple7": 0.05, "marple2": 0.4}
+
+
+def frame_number(stem: str, sequence: str) -> int:
+    """The frame number in a release file name: the first digit run after the sequence name
+    (``cars1_0020_gt`` -> 20, ``tennis000`` -> 0), else the last digit run in the name."""
+    rest = stem[len(sequence):] if stem.startswith(sequence) else None
+    digits = re.findall(r"\d+", rest) if rest is not None else []
+    if not digits:
+        digits = re.findall(r"\d+", stem)[-1:]
+    if not digits:
+        raise ValueError(f"no frame number in {stem!r}")
+    return int(digits[0])
+
+
+def ground_truth_files(folder: Path) -> tuple[list[Path], bool]:
+    """The mask files of a release ``GroundTruth/`` folder and whether they are colour ``.ppm``
+    (white = background; ``PROB`` files skipped) rather than grey ``.pgm`` (black = background)."""
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    ppm = [p for p in files if p.suffix.lower() == ".ppm" and "PROB" not in p.name]
+    if ppm:
+        return ppm, True
+    return [p for p in files if p.suffix.lower() == ".pgm"], False
+
+
+def foreground_from_grey(grey: np.ndarray, from_ppm: bool, sequence: str) -> np.ndarray:
+    """Merged foreground bool [H, W] of a release mask converted to grey uint8 [H, W]: for
+    ``.ppm`` masks white (> 0.99) is background; then grey / 255 > the sequence's threshold."""
+    value = grey.astype(np.float64) / 255.0
+    if from_ppm:
+        value[value > 0.99] = 0.0
+    return value > THRESHOLDS.get(sequence, DEFAULT_THRESHOLD)
 
 
 class FbmsSequences(ForegroundSequences):
