@@ -60,10 +60,12 @@ def stack_frames(paths: list[Path]) -> np.ndarray:
 
 
 def read_foreground(path: Path) -> np.ndarray:
-    """Binary foreground [H, W] of a mask image: grey level > 127 (any channel converted to grey)."""
+    """Binary foreground [H, W] of a mask image: grey level > 127 (any channel converted to grey);
+    a mask stored with values 0/1 counts every non-zero pixel."""
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("L")) > 127
+            grey = np.asarray(img.convert("L"))
+            return grey > (0 if grey.max(initial=0) <= 1 else 127)
     except OSError as err:
         raise UserError(f"cannot read mask {path}: {err}") from None
 

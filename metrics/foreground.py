@@ -3,9 +3,9 @@ docs/video_evaluation.md.
 
 The model proposes several soft masks per frame; the annotation is one foreground (all objects
 merged). :func:`merge_proposals` builds one foreground prediction the way SMTC's own (unused)
-helper does: every proposal is upsampled (nearest) to the GT size and min-max normalised; those
-that overlap the foreground more than the background (IoU at threshold 0.5) are summed; the sum is
-min-max normalised and thresholded at 0.5. The selection looks at the GT (as every published
+helper does: every proposal is upsampled (nearest) to the GT size; those whose min-max normalised
+map overlaps the foreground more than the background (IoU at threshold 0.5) are summed; the sum
+is min-max normalised and thresholded at 0.5. The selection looks at the GT (as every published
 protocol on these sets does), so it measures how well the proposals *can* cover the object.
 """
 from __future__ import annotations
@@ -38,9 +38,8 @@ def merge_proposals(proposals: torch.Tensor, gt: torch.Tensor, threshold: float 
     if proposals.shape[0] == 0:
         return torch.zeros_like(gt, dtype=torch.bool)
     up = F.interpolate(proposals[None].float(), size=tuple(gt.shape), mode="nearest")[0]
-    up = _min_max(up)
-    binary = up > threshold
+    binary = _min_max(up) > threshold
     keep = binary_iou(binary, gt) > binary_iou(binary, ~gt)
     if not keep.any():
         return torch.zeros_like(gt, dtype=torch.bool)
-    return _min_max(up[keep].sum(0)) > threshold
+    return _min_max(up[keep].sum(0)) > threshold  # the kept masks' raw values are summed

@@ -279,3 +279,17 @@ def test_cli_flag_and_task_errors(tmp_path: Path):
         eval_smtc.main(["--task", "propagation", "--data_path", str(root), "--prop_size", "64"])
     with pytest.raises(UserError, match="has no JPEGImages/; --data_path must be the prepared FBMS folder"):
         eval_smtc.main(["--dataset", "fbms", "--task", "discovery", "--data_path", str(root / "GroundTruth")])
+
+
+def test_foreground_masks_stored_as_0_1_or_colour(tmp_path: Path):
+    from PIL import Image
+    from datasets.video_folders import read_foreground
+    m = np.zeros((4, 5), np.uint8)
+    m[1:3, 2:4] = 1
+    Image.fromarray(m).save(tmp_path / "01.png")  # 0/1 values
+    Image.fromarray(np.stack([m * 255] * 3, -1)).save(tmp_path / "rgb.png")  # white object on black, RGB
+    assert np.array_equal(read_foreground(tmp_path / "01.png"), m.astype(bool))
+    assert np.array_equal(read_foreground(tmp_path / "rgb.png"), m.astype(bool))
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="cannot read mask"):
+        read_foreground(tmp_path / "bad.png")

@@ -113,3 +113,15 @@ def test_pixels_to_grid_is_cell_centred_and_invertible():
     g = pixels_to_grid(pts, (240, 320), (20, 20))
     assert g[0].tolist() == pytest.approx([0.5 * 20 / 320 - 0.5, 0.5 * 20 / 240 - 0.5])
     assert torch.allclose(grid_to_pixels(g, (240, 320), (20, 20)), pts, atol=1e-4)
+
+
+def test_merge_sums_the_raw_values_of_the_kept_proposals():
+    gt = torch.zeros(1, 4, dtype=torch.bool)
+    gt[0, :3] = True
+    # Both proposals are kept (each normalised map covers foreground pixels only). Raw sum:
+    # [1.0, 0.55, 0.5, 0.0] -> min-max [1, 0.55, 0.5, 0] -> > 0.5 keeps the first two pixels.
+    # Summing the normalised maps instead ([1, 1, 1, 0] -> all three) would give J = 1.
+    props = torch.tensor([[[1.0, 0.5, 0.0, 0.0]], [[0.0, 0.05, 0.5, 0.0]]])
+    pred = merge_proposals(props, gt)
+    assert pred.tolist() == [[True, True, False, False]]
+    assert float(binary_iou(pred, gt)) == pytest.approx(2 / 3)
