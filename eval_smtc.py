@@ -11,8 +11,8 @@
 DAVIS takes both tasks; JHMDB (PCK) and VIP (mIoU) are propagation benchmarks; SegTrack-v2 and
 FBMS-59 (foreground J) are discovery benchmarks. Layouts and protocols: docs/video_evaluation.md.
 
-Outputs go to --output_dir (default: <run folder>/eval_davis/<task>...): indexed DAVIS-palette PNGs
-(or proposals), then global_results-val.csv and per-sequence_results-val.csv (J&F, official
+Outputs go to --output_dir (default: <run folder>/eval_<dataset>/<task>...). For DAVIS: indexed
+DAVIS-palette PNGs (or proposals), then global_results-val.csv and per-sequence_results-val.csv (J&F, official
 names) and protocol-val.txt saying which protocol produced them. Nothing is written into
 the dataset folder. Propagation without --checkpoint_path uses the encoder flags alone (e.g.
 --dino_path), i.e. the DINO baseline. Under torchrun the sequences are shared out over the
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 from pathlib import Path
+from typing import Any
 
 from datasets.davis import DavisSequences
 from datasets.fbms import FbmsSequences
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
         distributed.cleanup()
 
 
-def _shard(davis):
+def _shard(davis: Any) -> Any:
     """This process's sequences (every ``world_size``-th one); all of them for one process."""
     mine = copy.copy(davis)
     mine.sequences = davis.sequences[distributed.rank()::distributed.world_size()]
@@ -163,7 +164,8 @@ def _evaluate(args: argparse.Namespace) -> dict:
     return {"protocol": results.protocol, "output_dir": str(out), **summary}
 
 
-def _propagation_benchmark(args, encoder, videos, settings, out, device, default_size) -> dict:
+def _propagation_benchmark(args: argparse.Namespace, encoder: Any, videos: JhmdbVideos | VipVideos,
+                           settings: PropagationSettings, out: Path, device: Any, default_size: int) -> dict:
     """JHMDB (keypoints, PCK) or VIP (parts, mIoU) propagation on size x size frames."""
     size = args.prop_size or default_size
     if args.dataset == "jhmdb":
@@ -186,7 +188,8 @@ def _propagation_benchmark(args, encoder, videos, settings, out, device, default
     return _report(args, out, f"{protocol}; {settings}", summary, rows, key)
 
 
-def _report(args, out, protocol: str, summary: dict, rows: list, key: str) -> dict:
+def _report(args: argparse.Namespace, out: Path, protocol: str, summary: dict, rows: list, key: str) -> dict:
+    """Write the CSVs and protocol file, log the headline ``key`` and return the summary."""
     video_eval.write_summary(out, args.split if Path(args.split).name == args.split else "list", protocol, summary, rows)
     extra = ", ".join(f"{k} {100 * v:.1f}" for k, v in summary.items() if k != key and k != "frames")
     log.info(f"{protocol}: {key} {100 * summary[key]:.1f} ({extra}); CSVs in {out}")

@@ -246,7 +246,7 @@ def _square_frames(frames: np.ndarray, size: int, device: torch.device) -> torch
 
 # --- JHMDB: keypoint propagation, PCK ---------------------------------------------------------------
 
-def _jhmdb_length(jhmdb: JhmdbVideos, video: str, num_frames: int, num_poses: int) -> int:
+def _jhmdb_length(video: str, num_frames: int, num_poses: int) -> int:
     if num_frames != num_poses:
         # Two JHMDB clips have trailing frames without poses; score the frames that have both.
         log.warning(f"{video}: {num_frames} frames but {num_poses} poses; using the first {min(num_frames, num_poses)}")
@@ -261,7 +261,7 @@ def run_keypoint_propagation(encoder: torch.nn.Module, jhmdb: JhmdbVideos, setti
     for video in jhmdb.sequences:
         frames = jhmdb.load_frames(video)
         joints = jhmdb.load_joints(video)
-        n = _jhmdb_length(jhmdb, video, len(frames), len(joints))
+        n = _jhmdb_length(video, len(frames), len(joints))
         h, w = frames.shape[-2:]
         grid = label_grid(size, size, settings.stride)
         first = pixels_to_grid(torch.from_numpy(joints[0]).float(), (h, w), grid)
