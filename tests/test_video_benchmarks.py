@@ -293,3 +293,12 @@ def test_foreground_masks_stored_as_0_1_or_colour(tmp_path: Path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(UserError, match="cannot read mask"):
         read_foreground(tmp_path / "bad.png")
+
+
+def test_score_foreground_refuses_proposals_of_other_frames(tmp_path: Path):
+    seqs = SegTrackV2Sequences(segtrack(tmp_path / "st"))
+    (tmp_path / "p").mkdir()
+    for seq in seqs.sequences:
+        torch.save({"other": {"masks": torch.zeros(0, 2, 2), "slot_ids": torch.zeros(0)}}, tmp_path / "p" / f"{seq}.pt")
+    with pytest.raises(UserError, match="has no proposals for frame drift_00000"):
+        video_eval.score_foreground(seqs, tmp_path / "p")

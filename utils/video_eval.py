@@ -366,6 +366,9 @@ def score_foreground(seqs: ForegroundSequences, proposals_dir: Path) -> tuple[di
         props = read_torch_file(proposals_dir / f"{seq}.pt", what="proposals")
         values = []
         for name in seqs.annotated_names(seq):
+            if name not in props:
+                raise UserError(f"{proposals_dir / (seq + '.pt')} has no proposals for frame {name}; it was made "
+                                "from other data: use a new --output_dir")
             gt = torch.from_numpy(seqs.load_foreground(seq, name))
             pred = merge_proposals(props[name]["masks"], gt)
             values.append(float(binary_iou(pred, gt)))
