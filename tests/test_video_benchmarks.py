@@ -302,3 +302,69 @@ def test_score_foreground_refuses_proposals_of_other_frames(tmp_path: Path):
         torch.save({"other": {"masks": torch.zeros(0, 2, 2), "slot_ids": torch.zeros(0)}}, tmp_path / "p" / f"{seq}.pt")
     with pytest.raises(UserError, match="has no proposals for frame drift_00000"):
         video_eval.score_foreground(seqs, tmp_path / "p")
+
+
+# --- the pipelines recover known motion with an encoder that sees scene coordinates ------------------
+
+class SceneCoordinateEncoder(torch.nn.Module):
+    """Patch tokens = Fourier features of the scene coordinates written into the frame's red/green
+    channels, so matching features means matching scene points: propagation must follow the motion."""
+
+    patch_size = 4
+
+    def token_grid(self, size: tuple[int, int]) -> tuple[int, int]:
+        return size[0] // 4, size[1] // 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        coords = torch.nn.functional.avg_pool2d(x[:, :2] * 255 / 5 - 8, 4)  # [t, 2, h, w] scene (x, y)
+        freqs = torch.tensor([0.05, 0.1, 0.2, 0.4]).view(1, 1, 4, 1, 1)
+        angles = coords[:, :, None] * freqs
+        feats = torch.cat([angles.sin(), angles.cos()], dim=2).flatten(1, 2)  # [t, 16, h, w]
+        return feats.flatten(2).transpose(1, 2)
+
+
+def scene_frames(num_frames: int, size: tuple[int, int]) -> np.ndarray:
+    """uint8 [T, H, W, 3]: red = scene x, green = scene y; the scene moves right 1 px a frame."""
+    h, w = size
+    ys, xs = np.mgrid[0:h, 0:w]
+    out = np.zeros((num_frames, h, w, 3), np.uint8)
+    for t in range(num_frames):
+        out[t, ..., 0] = (xs - t + 8) * 5
+        out[t, ..., 1] = (ys + 8) * 5
+    return out
+
+
+def test_keypoint_pipeline_tracks_known_motion(tmp_path: Path):
+    from PIL import Image
+    from utils.label_propagation import PropagationSettings
+    root = tmp_path / "JHMDB"
+    gt = joints(4)
+    write_jhmdb_fixture(root, {"clap/a_clip": gt})
+    for t, frame in enumerate(scene_frames(4, (24, 32))):  # replace the dots by scene-coordinate frames
+        Image.fromarray(frame).save(root / "Rename_Images" / "clap" / "a_clip" / f"{t + 1:05d}.png")
+    data = JhmdbVideos(root)
+    # 2-pixel cells: the joints' one-pixel steps are sub-cell, so only a correct grid <-> pixel
+    # mapping (no axis swap, no half-cell offset) keeps every joint within one pixel.
+    settings = PropagationSettings(stride=2, topk=4, radius=6, temperature=0.02, num_short=2)
+    video_eval.run_keypoint_propagation(SceneCoordinateEncoder(), data, settings, 32, tmp_path / "p", torch.device("cpu"))
+    pred = np.load(tmp_path / "p" / "clap" / "a_clip.npy")
+    assert np.abs(pred - gt).max() < 1.2
+    assert np.abs((pred - gt).mean(axis=(0, 1))).max() < 0.2  # no systematic shift in x or y
+    summary, _ = video_eval.score_keypoints(data, tmp_path / "p")
+    assert summary["PCK@0.1"] == 1.0
+
+
+def test_part_pipeline_tracks_known_motion(tmp_path: Path):
+    from PIL import Image
+    from utils.label_propagation import PropagationSettings
+    root = tmp_path / "VIP_Fine"
+    labels = vip_labels(4)
+    write_vip_fixture(root, {"videos1": labels})
+    for t, frame in enumerate(scene_frames(4, SIZE)):
+        # JPEG without chroma subsampling keeps the coordinate channels sharp.
+        Image.fromarray(frame).save(root / "Images" / "videos1" / f"{t * 5:06d}.jpg", quality=100, subsampling=0)
+    data = VipVideos(root)
+    settings = PropagationSettings(stride=2, topk=4, radius=6, temperature=0.02, num_short=2)
+    video_eval.run_part_propagation(SceneCoordinateEncoder(), data, settings, 32, tmp_path / "p", torch.device("cpu"))
+    summary, _ = video_eval.score_parts(data, tmp_path / "p")
+    assert summary["mIoU"] > 0.9 and summary["pixel_accuracy"] > 0.95  # only the parts' edges blur
