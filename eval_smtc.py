@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="jhmdb/vip: frames are resized to this square side (default 320 / 560)")
     d = parser.add_argument_group("unsupervised discovery (spec 1.10)")
     d.add_argument("--matcher", default=None, choices=("sequence", "per_frame"),
-                   help="davis only. sequence (default): official (one Hungarian per sequence, <= 20 ids); per_frame: SMTC's evaluator")
+                   help="davis only. sequence (default): official (one Hungarian per sequence, <= 20 ids); "
+                        "per_frame: SMTC's evaluator")
     d.add_argument("--num_iterations", type=int, default=5, help="slot iterations at test time (SMTC: 5)")
     d.add_argument("--discovery_size", type=int, nargs=2, default=(480, 800), metavar=("H", "W"))
     d.add_argument("--imagenet_norm", action="store_true", help="ImageNet statistics instead of SMTC's Kinetics ones")
@@ -123,7 +124,8 @@ def _evaluate(args: argparse.Namespace) -> dict:
         net = model.student.to(device).eval()
     elif args.task == "discovery":
         raise UserError("--task discovery needs --checkpoint_path (an SMTC checkpoint)")
-    base = Path(args.output_dir) if args.output_dir else (ckpt_file.parent if checkpoint else Path("logs")) / f"eval_{args.dataset}"
+    default_base = (ckpt_file.parent if checkpoint else Path("logs")) / f"eval_{args.dataset}"
+    base = Path(args.output_dir) if args.output_dir else default_base
 
     if args.task == "propagation":
         encoder = net.encoder if checkpoint else build_encoder_from_spec(encoder_spec(args)).to(device).eval()
@@ -190,7 +192,8 @@ def _propagation_benchmark(args: argparse.Namespace, encoder: Any, videos: Jhmdb
 
 def _report(args: argparse.Namespace, out: Path, protocol: str, summary: dict, rows: list, key: str) -> dict:
     """Write the CSVs and protocol file, log the headline ``key`` and return the summary."""
-    video_eval.write_summary(out, args.split if Path(args.split).name == args.split else "list", protocol, summary, rows)
+    split = args.split if Path(args.split).name == args.split else "list"  # a JHMDB list file
+    video_eval.write_summary(out, split, protocol, summary, rows)
     extra = ", ".join(f"{k} {100 * v:.1f}" for k, v in summary.items() if k != key and k != "frames")
     log.info(f"{protocol}: {key} {100 * summary[key]:.1f} ({extra}); CSVs in {out}")
     return {"protocol": protocol, "output_dir": str(out), **summary}

@@ -32,7 +32,8 @@ def _frames_from_masks(masks: np.ndarray) -> np.ndarray:
     return frames
 
 
-def moving_box_masks(num_frames: int, size: tuple[int, int], box: tuple[int, int, int, int], step: int = 1) -> np.ndarray:
+def moving_box_masks(num_frames: int, size: tuple[int, int], box: tuple[int, int, int, int],
+                     step: int = 1) -> np.ndarray:
     """Bool [T, H, W]: a box (y0, x0, h, w) moving ``step`` pixels right per frame."""
     masks = np.zeros((num_frames, *size), bool)
     y0, x0, bh, bw = box
@@ -100,7 +101,8 @@ def write_jhmdb_fixture(root: Path, videos: dict[str, np.ndarray], size: tuple[i
         (root / "splits" / f"{action}_test_split1.txt").write_text("\n".join(lines) + "\n")
 
 
-def write_vip_fixture(root: Path, videos: dict[str, np.ndarray], unannotated: dict[str, list[int]] | None = None) -> None:
+def write_vip_fixture(root: Path, videos: dict[str, np.ndarray],
+                      unannotated: dict[str, list[int]] | None = None) -> None:
     """VIP_Fine: ``Images/<video>/<frame>.jpg``, single-channel class-id PNGs
     ``Annotations/Category_ids/<video>/<frame>.png`` and ``lists/val_videos.txt`` (author-style paths)."""
     colours = palette(256)
@@ -114,4 +116,5 @@ def write_vip_fixture(root: Path, videos: dict[str, np.ndarray], unannotated: di
             name = f"{t * 5:06d}"
             Image.fromarray(colours[lab]).save(root / "Images" / video / f"{name}.jpg", quality=95)
             if t not in unannotated.get(video, []):
-                Image.fromarray(lab.astype(np.uint8), mode="L").save(root / "Annotations" / "Category_ids" / video / f"{name}.png")
+                gt_path = root / "Annotations" / "Category_ids" / video / f"{name}.png"
+                Image.fromarray(lab.astype(np.uint8), mode="L").save(gt_path)

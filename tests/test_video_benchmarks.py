@@ -136,7 +136,8 @@ def test_jhmdb_layout_errors(tmp_path: Path):
     with pytest.raises(UserError, match="cannot read .* as a MATLAB file"):
         JhmdbVideos(root).load_joints("clap/a_clip")
     import scipy.io
-    scipy.io.savemat(root / "joint_positions" / "clap" / "a_clip" / "joint_positions.mat", {"pos": np.zeros((2, 15, 2))})
+    mat = root / "joint_positions" / "clap" / "a_clip" / "joint_positions.mat"
+    scipy.io.savemat(mat, {"pos": np.zeros((2, 15, 2))})
     with pytest.raises(UserError, match="no 'pos_img' array"):
         JhmdbVideos(root).load_joints("clap/a_clip")
     (root / "splits" / "clap_test_split1.txt").unlink()
@@ -204,7 +205,8 @@ def test_score_parts_excludes_the_first_frame_and_pools_one_matrix(tmp_path: Pat
     n_bg = (labels[1] == 0).sum()
     iou = [1.0, (2 * n_hair) / (2 * n_hair + n_cloth), n_cloth / (2 * n_cloth)]  # background, hair, clothes
     assert summary["mIoU"] == pytest.approx(np.mean(iou))
-    assert summary["pixel_accuracy"] == pytest.approx((2 * n_bg + 2 * n_hair + n_cloth) / (2 * n_bg + 2 * n_hair + 2 * n_cloth))
+    correct = 2 * n_bg + 2 * n_hair + n_cloth
+    assert summary["pixel_accuracy"] == pytest.approx(correct / (2 * n_bg + 2 * n_hair + 2 * n_cloth))
 
 
 # --- end to end through eval_smtc.py ---------------------------------------------------------------
@@ -274,7 +276,8 @@ def test_cli_flag_and_task_errors(tmp_path: Path):
     with pytest.raises(UserError, match="supports --task discovery only"):
         eval_smtc.main(["--dataset", "segtrackv2", "--task", "propagation", "--data_path", str(root)])
     with pytest.raises(UserError, match="--matcher applies to --dataset davis only"):
-        eval_smtc.main(["--dataset", "segtrackv2", "--task", "discovery", "--data_path", str(root), "--matcher", "per_frame"])
+        eval_smtc.main(["--dataset", "segtrackv2", "--task", "discovery", "--data_path", str(root),
+                        "--matcher", "per_frame"])
     with pytest.raises(UserError, match="--prop_size applies to --dataset jhmdb and vip only"):
         eval_smtc.main(["--task", "propagation", "--data_path", str(root), "--prop_size", "64"])
     with pytest.raises(UserError, match="has no JPEGImages/; --data_path must be the prepared FBMS folder"):
@@ -346,7 +349,8 @@ def test_keypoint_pipeline_tracks_known_motion(tmp_path: Path):
     # 2-pixel cells: the joints' one-pixel steps are sub-cell, so only a correct grid <-> pixel
     # mapping (no axis swap, no half-cell offset) keeps every joint within one pixel.
     settings = PropagationSettings(stride=2, topk=4, radius=6, temperature=0.02, num_short=2)
-    video_eval.run_keypoint_propagation(SceneCoordinateEncoder(), data, settings, 32, tmp_path / "p", torch.device("cpu"))
+    video_eval.run_keypoint_propagation(SceneCoordinateEncoder(), data, settings, 32, tmp_path / "p",
+                                        torch.device("cpu"))
     pred = np.load(tmp_path / "p" / "clap" / "a_clip.npy")
     assert np.abs(pred - gt).max() < 1.2
     assert np.abs((pred - gt).mean(axis=(0, 1))).max() < 0.2  # no systematic shift in x or y

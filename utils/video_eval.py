@@ -357,7 +357,8 @@ def score_parts(vip: VipVideos, pred_dir: Path) -> tuple[dict[str, float], list[
 
 # --- SegTrack-v2 / FBMS-59: unsupervised discovery, foreground J ------------------------------------
 
-def score_foreground(seqs: ForegroundSequences, proposals_dir: Path) -> tuple[dict[str, Any], list[tuple[str, dict[str, float]]]]:
+def score_foreground(seqs: ForegroundSequences, proposals_dir: Path
+                     ) -> tuple[dict[str, Any], list[tuple[str, dict[str, float]]]]:
     """J of the merged foreground on every annotated frame (``metrics.foreground.merge_proposals``):
     ``J-Mean (frames)`` averages over all scored frames of all sequences, ``J-Mean (sequences)``
     over the per-sequence means."""
