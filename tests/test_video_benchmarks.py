@@ -372,3 +372,22 @@ def test_part_pipeline_tracks_known_motion(tmp_path: Path):
     video_eval.run_part_propagation(SceneCoordinateEncoder(), data, settings, 32, tmp_path / "p", torch.device("cpu"))
     summary, _ = video_eval.score_parts(data, tmp_path / "p")
     assert summary["mIoU"] > 0.9 and summary["pixel_accuracy"] > 0.95  # only the parts' edges blur
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["jhmdb", "vip"])
+def test_two_processes_share_the_videos_and_score_the_same(tmp_path: Path, dataset: str):
+    from tests.test_distributed import torchrun
+    root = tmp_path / "data"
+    if dataset == "jhmdb":
+        write_jhmdb_fixture(root, {"clap/a_clip": joints(3), "run/b_clip": joints(3, 1), "run/c_clip": joints(3, 2)})
+    else:
+        write_vip_fixture(root, {"videos1": vip_labels(3), "videos2": vip_labels(3)[:, ::-1], "videos3": vip_labels(2)})
+    common = ["--dataset", dataset, "--task", "propagation", "--data_path", str(root), "--which_encoder", "vit_micro_p8",
+              "--no_pretrained", "--setting", "stride8", "--prop_size", "32", "--device", "cpu"]
+    eval_smtc.main([*common, "--output_dir", str(tmp_path / "one")])
+    result = torchrun(2, *common, "--output_dir", str(tmp_path / "two"), script="eval_smtc.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    split = "split1" if dataset == "jhmdb" else "val"
+    one, two = ((tmp_path / d / "propagation_stride8" / f"results-{split}.csv").read_text() for d in ("one", "two"))
+    assert one == two
