@@ -103,3 +103,63 @@ def propagate(
 def hard_labels(soft: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Soft labels [T, L, h, w] -> label maps [T, H, W] (bilinear upsampling, then argmax)."""
     return F.interpolate(soft, size=size, mode="bilinear", align_corners=False).argmax(dim=1)
+
+
+# --- Keypoints as propagated labels (JHMDB; docs/video_evaluation.md) --------------------------
+# Grid coordinates are cell-centred: cell i covers pixels [i*W/w, (i+1)*W/w) of a W-wide frame and
+# its centre is grid coordinate i. Encoding and decoding use the same convention, so a keypoint
+# survives the round trip to within the decoder's top-3 averaging error.
+
+
+def pixels_to_grid(points: torch.Tensor, image_size: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
+    """(x, y) pixel coordinates [..., 2] of an H x W frame -> cell-centred grid coordinates."""
+    (h, w), (gh, gw) = image_size, grid
+    scale = points.new_tensor([gw / w, gh / h])
+    return (points + 0.5) * scale - 0.5
+
+
+def grid_to_pixels(points: torch.Tensor, image_size: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`pixels_to_grid`."""
+    (h, w), (gh, gw) = image_size, grid
+    scale = points.new_tensor([w / gw, h / gh])
+    return (points + 0.5) * scale - 0.5
+
+
+def keypoints_to_maps(points: torch.Tensor, grid: tuple[int, int], sigma: float = 0.5) -> torch.Tensor:
+    """Keypoints [J, 2] (x, y grid coordinates) -> soft labels [J + 1, h, w].
+
+    Channel 0 is the background (1 where no joint channel is positive); channel j + 1 holds an
+    unnormalised Gaussian (peak 1 at the exact, sub-cell keypoint position) truncated to 3 sigma
+    per axis. ``sigma == 0`` sets the nearest cell to 1. A keypoint off the grid leaves its
+    channel (near) empty.
+    """
+    gh, gw = grid
+    ys = torch.arange(gh, dtype=points.dtype, device=points.device).view(1, gh, 1)
+    xs = torch.arange(gw, dtype=points.dtype, device=points.device).view(1, 1, gw)
+    dx = xs - points[:, 0].view(-1, 1, 1)
+    dy = ys - points[:, 1].view(-1, 1, 1)
+    if sigma > 0:
+        maps = torch.exp(-(dx**2 + dy**2) / (2 * sigma**2))
+        maps = maps * ((dx.abs() <= 3 * sigma) & (dy.abs() <= 3 * sigma))
+    else:
+        maps = ((dx.abs() <= 0.5) & (dy.abs() <= 0.5)).to(points.dtype)
+        # A keypoint exactly between two cells would light both; keep the first one per axis.
+        maps = maps * (maps.flatten(1).cumsum(1).view_as(maps) <= 1)
+    background = (maps.sum(0, keepdim=True) == 0).to(points.dtype)
+    return torch.cat([background, maps])
+
+
+def maps_to_keypoints(maps: torch.Tensor, topk: int = 3) -> torch.Tensor:
+    """Soft joint maps [..., J, h, w] (background channel dropped) -> keypoints [..., J, 2].
+
+    Each keypoint is the value-weighted mean (x, y) of its channel's ``topk`` highest cells; a
+    channel whose top cells are all zero gives NaN (a vanished joint, scored as wrong).
+    """
+    h, w = maps.shape[-2:]
+    values, idx = maps.flatten(-2).topk(min(topk, h * w), dim=-1)
+    values = values.clamp_min(0)
+    total = values.sum(-1, keepdim=True)
+    weights = values / total
+    xy = torch.stack([(idx % w).to(maps.dtype), (idx // w).to(maps.dtype)], dim=-1)  # [..., J, k, 2]
+    out = (weights.unsqueeze(-1) * xy).sum(-2)
+    return out.masked_fill(total == 0, float("nan"))
