@@ -272,6 +272,138 @@ def convert_slate_official(obj: Any, **overrides: Any) -> Imported:
                     args={"image_size": config.image_size}, notes=notes)
 
 
+# --- GNM (object-discovery repository) -------------------------------------------------------------
+
+
+def _detect_gnm(obj: Any) -> bool:
+    return _lightning(obj, "global_struct_draw.rnn_enc.conv.weight") is not None
+
+
+def _anneal(train: dict[str, Any], name: str) -> list[float]:
+    """That code's linear anneal (constant start value when the end step is 0) as this project's schedule."""
+    start, end = float(train[f"{name}_anneal_start_value"]), float(train[f"{name}_anneal_end_value"])
+    s0, s1 = int(train[f"{name}_anneal_start_step"]), int(train[f"{name}_anneal_end_step"])
+    return [start] if s1 == 0 else [start, end, s0, s1]
+
+
+def _stack(keys: KeyMap, src: str, dst: str, count: int, src_stride: int, src_norm: int, dst_norm: Any,
+           last_plain: bool) -> None:
+    """Conv/Linear stacks: layer ``i`` at ``src{stride*i}`` (+ norm at ``src{stride*i+norm}``) -> ``dst{i}.0`` / ``.{n}``."""
+    for i in range(count):
+        keys.put_prefix(f"{dst}{i}.0.", f"{src}{src_stride * i}.", ("weight", "bias"))
+        if not (last_plain and i == count - 1):
+            norm = dst_norm(i) if callable(dst_norm) else dst_norm
+            keys.put_prefix(f"{dst}{i}.{norm}.", f"{src}{src_stride * i + src_norm}.", ("weight", "bias"))
+
+
+def convert_gnm_hhousen(obj: Any) -> Imported:
+    """Map the object-discovery ``GNM`` (Lightning) onto :class:`models.gnm.GNM`."""
+    from models.gnm import AUX_WHERE_MEAN, AUX_WHERE_STD, CURRICULUM_ALPHA, GNMConfig
+    from models.gnm_render import cell_offsets
+
+    state = _lightning(obj, "global_struct_draw.rnn_enc.conv.weight")
+    assert state is not None
+    hp = _hparams(obj)
+    try:
+        z, arch, const, train, data = (hp[k] for k in ("z", "arch", "const", "train", "data"))
+        conv, mlp_, draw = arch["conv"], arch["mlp"], arch["structdraw"]
+    except (KeyError, TypeError):
+        raise UserError("the GNM checkpoint has no complete hyper_parameters (z, arch, const, train, data); "
+                        "it was not written by the object-discovery repository's train.py") from None
+    if not (arch.get("phase_overlap", True) and arch.get("phase_background", True)) or \
+            arch.get("p_global_decoder_type", "MLP") != "MLP" or arch.get("phase_graph_net_on_global_decoder") or \
+            arch.get("phase_graph_net_on_global_encoder"):
+        raise UserError("the GNM checkpoint uses a variant (no overlap/background, graph nets or a conv global "
+                        "decoder) this project does not build")
+    if float(train.get("bg_alpha_curriculum_value", CURRICULUM_ALPHA)) != CURRICULUM_ALPHA:
+        raise UserError("the GNM checkpoint's background-alpha curriculum value differs from this project's 0.9")
+    size = int(data["img_w"])
+    if int(data["img_h"]) != size:
+        raise UserError("the GNM checkpoint was trained on non-square images; this project builds square ones")
+    keys = KeyMap(state, "the GNM checkpoint")
+    curriculum = int(train["bg_alpha_curriculum_period"][1]) if train.get("phase_bg_alpha_curriculum", True) else 0
+    schedules = {name: _anneal(train, name) for name in (
+        "beta_global", "beta_pres", "beta_where", "beta_depth", "beta_what", "beta_bg", "beta_aux_pres",
+        "beta_aux_where", "beta_aux_depth", "beta_aux_what", "beta_aux_bg", "tau_pres")}
+    schedules["p_pres_prior"] = _anneal(train, "p_pres")
+    head_hidden = [int(f) for f in arch["pwdw"]["pwdw_filters"]]
+    config = GNMConfig(
+        image_size=size, grid_size=int(arch["num_cell"]), enc_dim=int(arch["img_enc_dim"]),
+        draw_hidden=int(draw["rnn_decoder_hid_dim"]), draw_steps=int(arch["draw_step"]),
+        z_global_dim=int(z["z_global_dim"]), z_what_dim=int(z["z_what_dim"]), z_bg_dim=int(z["z_bg_dim"]),
+        mlp_hidden=int(mlp_["q_global_encoder_filters"][0]),
+        likelihood_sigma=float(const["likelihood_sigma"]), curriculum_steps=curriculum, **schedules,
+        encoder_filters=list(conv["img_encoder_filters"]), encoder_kernels=list(conv["img_encoder_kernel_sizes"]),
+        encoder_strides=list(conv["img_encoder_strides"]),
+        draw_stat_hidden=list(mlp_["q_global_encoder_filters"][:-1]),
+        draw_map_hidden=list(mlp_["p_global_decoder_filters"][:-1]),
+        head_hidden=head_hidden,
+        glimpse_filters=list(conv["p_what_decoder_filters"]), glimpse_kernels=list(conv["p_what_decoder_kernel_sizes"]),
+        glimpse_upscales=list(conv["p_what_decoder_upscales"]),
+        bg_filters=list(conv["p_bg_decoder_filters"]), bg_kernels=list(conv["p_bg_decoder_kernel_sizes"]),
+        bg_upscales=list(conv["p_bg_decoder_upscales"]),
+        bg_posterior_hidden=list(mlp_["q_bg_encoder_filters"][:-1]),
+        bg_prior_hidden=list(mlp_["p_bg_generator_filters"][:-1]),
+    )
+    if list(mlp_["p_global_encoder_filters"]) != list(mlp_["q_global_encoder_filters"]) or \
+            int(draw["rnn_encoder_hid_dim"]) != config.draw_hidden or int(draw["kernel_size"]) != 1 or \
+            list(draw["hid_to_dec_filters"]) != [config.enc_dim] or list(draw["hid_to_dec_kernel_sizes"]) != [3] or \
+            float(const["pres_logit_scale"]) != 8.8 or any(int(g) != 1 for g in conv["img_encoder_groups"]):
+        raise UserError("the GNM checkpoint's StructDRAW / latent-head settings differ from the ones this project "
+                        "builds (equal q/p nets, 1x1 ConvLSTMs, one 3x3 canvas conv, pres scale 8.8, no groups)")
+    # Constant buffers: checked against what this project rebuilds, then dropped.
+    checks = {"aux_p_where_mean": torch.tensor([AUX_WHERE_MEAN]), "aux_p_where_std": torch.tensor([AUX_WHERE_STD]),
+              "aux_p_what_mean": torch.zeros(1), "aux_p_what_std": torch.ones(1), "aux_p_bg_mean": torch.zeros(1),
+              "aux_p_bg_std": torch.ones(1), "aux_p_depth_mean": torch.zeros(1), "aux_p_depth_std": torch.ones(1),
+              "local_latent_sampler.offset": cell_offsets(config.grid_size).T.reshape(1, 2, config.grid_size,
+                                                                                       config.grid_size)}
+    for key, expected in checks.items():
+        if not torch.allclose(keys.take(key).float().reshape(expected.shape), expected.float(), atol=1e-6):
+            raise UserError(f"the GNM checkpoint's {key} differs from this project's fixed value; unsupported variant")
+    for key in ("aux_p_pres_probs", "background", "global_struct_draw.dec_step_0"):
+        keys.drop(key)  # the annealed prior (recomputed from the step) and zero initial canvases
+
+    n_enc = len(config.encoder_filters)
+    _stack(keys, "img_encoder.conv.", "encoder.net.", n_enc, 3, 2, 2, last_plain=False)
+    for part in ("enc", "dec"):
+        d = f"draw.{part}oder."
+        keys.put(f"{d}h0", f"global_struct_draw.rnn_{part}.h_0")
+        keys.put(f"{d}c0", f"global_struct_draw.rnn_{part}.c_0")
+        keys.put_prefix(f"{d}gates.", f"global_struct_draw.rnn_{part}.conv.", ("weight", "bias"))
+    for src, dst in (("global_struct_draw.p_global_net.mlp.", "draw.p_net."),
+                     ("global_struct_draw.q_global_net.mlp.", "draw.q_net."),
+                     # Its z -> map MLP also normalises its last layer; those keys keep their index here.
+                     ("global_struct_draw.p_global_decoder_net.mlp.", "draw.z_to_map."),
+                     ("p_bg_given_g_net.p_bg_generator.mlp.", "bg_prior."),
+                     ("q_bg_given_x_net.p_bg_encoder.mlp.", "bg_posterior.")):
+        for key in keys.keys_under(src):
+            keys.put(dst + key[len(src):], key)
+    # Its q/p nets read the ConvLSTM state flattened channel-last; this project flattens channel-first,
+    # so the first layer's input columns are reordered (the same function of the state).
+    g, hidden = config.grid_size, config.draw_hidden
+    for net in ("draw.p_net.0.weight", "draw.q_net.0.weight"):
+        w = keys.out[net]
+        keys.out[net] = w.view(w.shape[0], g, g, hidden).permute(0, 3, 1, 2).reshape(w.shape[0], -1).contiguous()
+    keys.put_prefix("draw.to_canvas.", "global_struct_draw.hid_to_dec_net.conv.0.", ("weight", "bias"))
+    _stack(keys, "p_z_given_x_or_g_net.pwdw_net.conv.", "local_head.body.", len(head_hidden), 3, 2, 2,
+           last_plain=False)
+    for a, b in (("q_pres_net", "pres"), ("q_where_net", "where"), ("q_depth_net", "depth"), ("q_what_net", "what")):
+        keys.put_prefix(f"local_head.{b}.", f"p_z_given_x_or_g_net.{a}.", ("weight", "bias"))
+    # Sub-pixel stages take 4 slots upstream (conv, shuffle, CELU, GroupNorm); here the shuffle is
+    # left out when the upscale is 1.
+    glimpse_up, bg_up = config.glimpse_upscales, config.bg_upscales
+    _stack(keys, "local_latent_sampler.z_what_decoder_net.conv.", "glimpse_decoder.net.", len(glimpse_up), 4, 3,
+           lambda i: 3 if glimpse_up[i] > 1 else 2, last_plain=True)
+    _stack(keys, "p_bg_decoder.p_bg_decoder.conv.", "bg_decoder.net.", len(bg_up), 4, 3,
+           lambda i: 3 if bg_up[i] > 1 else 2, last_plain=True)
+    step = int(obj.get("global_step", 0) or 0)
+    keys.out["step"] = torch.tensor(step, dtype=torch.long)
+    args, notes = _dataset_args(hp, int(hp.get("num_slots", 7)))
+    notes.append(f"likelihood sigma {config.likelihood_sigma:g}; training step {step}")
+    return Imported("gnm_hhousen", "gnm", asdict(config), keys.finish(), args={"image_size": size, **args},
+                    notes=notes)
+
+
 FORMATS: list[ReleasedFormat] = [
     ReleasedFormat("sa_hhousen", "Slot Attention, object-discovery repository (HHousen/object-discovery-pytorch, "
                    "Lightning .ckpt)", _detect_sa, convert_sa_hhousen),
@@ -279,4 +411,6 @@ FORMATS: list[ReleasedFormat] = [
                    "Lightning .ckpt)", _detect_slate_hhousen, convert_slate_hhousen),
     ReleasedFormat("slate_official", "SLATE, official code (singhgautam/slate train.py, .pt.tar)",
                    _detect_slate_official, convert_slate_official),
+    ReleasedFormat("gnm_hhousen", "GNM, object-discovery repository (HHousen/object-discovery-pytorch, Lightning .ckpt)",
+                   _detect_gnm, convert_gnm_hhousen),
 ]
