@@ -1,6 +1,7 @@
 """Helpers shared by the converters of released checkpoints (see docs/released_models_pixel_video.md)."""
 from __future__ import annotations
 
+import argparse
 from typing import Any, Iterable
 
 import torch
@@ -78,7 +79,7 @@ def count_indexed(state: dict[str, Any], prefix: str) -> int:
 
 def as_plain(value: Any) -> Any:
     """An ``argparse.Namespace`` tree as plain dicts (what args.yaml and safe checkpoints hold)."""
-    if hasattr(value, "__dict__") and type(value).__name__ == "Namespace":
+    if isinstance(value, argparse.Namespace):
         return {k: as_plain(v) for k, v in vars(value).items()}
     if isinstance(value, dict):
         return {k: as_plain(v) for k, v in value.items()}

@@ -315,8 +315,13 @@ def convert_gnm_hhousen(obj: Any) -> Imported:
             arch.get("phase_graph_net_on_global_encoder"):
         raise UserError("the GNM checkpoint uses a variant (no overlap/background, graph nets or a conv global "
                         "decoder) this project does not build")
-    if float(train.get("bg_alpha_curriculum_value", CURRICULUM_ALPHA)) != CURRICULUM_ALPHA:
-        raise UserError("the GNM checkpoint's background-alpha curriculum value differs from this project's 0.9")
+    if float(train.get("bg_alpha_curriculum_value", CURRICULUM_ALPHA)) != CURRICULUM_ALPHA or \
+            int(train.get("bg_alpha_curriculum_period", [0, 0])[0]) != 0:
+        raise UserError("the GNM checkpoint's background-alpha curriculum (value 0.9 from step 0) differs from "
+                        "this project's")
+    if float(train.get("aux_p_scale_anneal_start_value", AUX_WHERE_MEAN[0])) != AUX_WHERE_MEAN[0] or \
+            float(train.get("aux_p_scale_anneal_end_value", AUX_WHERE_MEAN[0])) != AUX_WHERE_MEAN[0]:
+        raise UserError("the GNM checkpoint anneals the prior object scale; this project keeps it at -1.5")
     size = int(data["img_w"])
     if int(data["img_h"]) != size:
         raise UserError("the GNM checkpoint was trained on non-square images; this project builds square ones")
