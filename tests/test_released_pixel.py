@@ -6,7 +6,6 @@ reproduce the official forward given the same random draws.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest

@@ -18,7 +18,7 @@ from models.smtc import instance_masks
 from tests.official_fixtures import OFFICIAL, keys_json, load_fixture, max_abs, namespace, random_state, write_run
 from utils.checkpoint import load_model_state, read_torch_file
 from utils.errors import UserError
-from utils.released import find_format, read_released
+from utils.released import find_format
 from utils.released.video import convert_smtc
 
 REPO = Path(__file__).resolve().parent.parent
