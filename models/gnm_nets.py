@@ -97,8 +97,7 @@ class StructDRAW(nn.Module):
     """
 
     def __init__(self, enc_dim: int, hidden: int, grid_size: int, z_dim: int, steps: int, mlp_hidden: int,
-                 stat_hidden: list[int] | None = None, map_hidden: list[int] | None = None,
-                 canvas_kernel: int = 3) -> None:
+                 stat_hidden: list[int] | None = None, map_hidden: list[int] | None = None) -> None:
         super().__init__()
         stat_hidden = list(stat_hidden) if stat_hidden else [mlp_hidden, mlp_hidden]
         map_hidden = list(map_hidden) if map_hidden else [mlp_hidden, 2 * mlp_hidden]
@@ -109,7 +108,7 @@ class StructDRAW(nn.Module):
         self.q_net = mlp([hidden * cells, *stat_hidden, 2 * z_dim])
         self.p_net = mlp([hidden * cells, *stat_hidden, 2 * z_dim])
         self.z_to_map = mlp([z_dim, *map_hidden, enc_dim * cells])
-        self.to_canvas = nn.Conv2d(hidden, enc_dim, canvas_kernel, padding=(canvas_kernel - 1) // 2)
+        self.to_canvas = nn.Conv2d(hidden, enc_dim, 3, padding=1)
 
     def forward(self, encoding: torch.Tensor | None, batch: int | None = None) -> dict[str, torch.Tensor]:
         """Returns ``canvas`` [B, enc_dim, G, G], ``z`` [B, T, Dz], prior and (with an encoding)

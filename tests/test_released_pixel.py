@@ -339,6 +339,18 @@ def test_gnm_released_size_layout_maps_every_key():
         find_format(bad).convert(bad)
 
 
+def test_gnm_layer_lists_are_checked():
+    from models.gnm import GNMConfig, check_config
+
+    for bad, message in ((dict(encoder_filters=[8, 16], encoder_kernels=[4], encoder_strides=[2, 2]), "same length"),
+                         (dict(image_size=32, grid_size=2, enc_dim=16, encoder_filters=[8, 16],
+                               encoder_kernels=[4, 4], encoder_strides=[2, 2]), "reduce image_size"),
+                         (dict(glimpse_filters=[8, 3], glimpse_kernels=[3, 3], glimpse_upscales=[2, 2]), "end with 4"),
+                         (dict(image_size=32, bg_filters=[8, 3], bg_kernels=[1, 3], bg_upscales=[4, 4]), "multiply")):
+        with pytest.raises(UserError, match=message):
+            check_config(GNMConfig(**bad))
+
+
 # --- command line ---------------------------------------------------------------------------------
 
 def test_predict_reads_a_run_folder_built_from_an_imported_slot_attention(tmp_path: Path):
