@@ -442,6 +442,16 @@ class AutoregressiveDecoder(nn.Module):
 
 
 CONV_INITS: tuple[str, ...] = ("glorot", "kaiming")
+ACTIVATIONS: tuple[str, ...] = ("relu", "leaky_relu")
+
+
+def activation_layer(name: str) -> nn.Module:
+    """``relu`` (the official Slot Attention) or ``leaky_relu`` (slope 0.01, the seed's object-discovery port)."""
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    if name == "leaky_relu":
+        return nn.LeakyReLU(0.01, inplace=True)
+    raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
 
 
 def init_weights(module: nn.Module, method: str = "glorot") -> None:
@@ -494,6 +504,7 @@ class SpatialBroadcastDecoder(nn.Module):
         kernel_size: kernel of the hidden layers (5).
         out_channels: colour channels (3).
         init: weight initialisation, see :func:`init_weights`.
+        activation: of the hidden layers, see :func:`activation_layer`.
     """
 
     def __init__(
@@ -505,6 +516,7 @@ class SpatialBroadcastDecoder(nn.Module):
         kernel_size: int = 5,
         out_channels: int = 3,
         init: str = "glorot",
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
@@ -518,12 +530,12 @@ class SpatialBroadcastDecoder(nn.Module):
         for _ in range(num_upsamples):
             layers += [
                 nn.ConvTranspose2d(channels, hidden_channels, kernel_size, stride=2, padding=pad, output_padding=1),
-                nn.ReLU(inplace=True),
+                activation_layer(activation),
             ]
             channels = hidden_channels
         layers += [
             nn.ConvTranspose2d(channels, hidden_channels, kernel_size, stride=1, padding=pad),
-            nn.ReLU(inplace=True),
+            activation_layer(activation),
             nn.ConvTranspose2d(hidden_channels, out_channels + 1, 3, stride=1, padding=1),
         ]
         self.layers = nn.Sequential(*layers)

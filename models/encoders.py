@@ -60,6 +60,8 @@ SMALL_ENCODERS: dict[str, tuple[str, dict[str, Any]]] = {
     "vit_tiny_p4": ("vit_tiny_patch16_224", dict(patch_size=4, embed_dim=96, depth=2, num_heads=3)),
     "vit_micro_p8": ("vit_tiny_patch16_224", dict(patch_size=8, embed_dim=32, depth=1, num_heads=2)),
     "vit_patch_p2": ("vit_tiny_patch16_224", dict(patch_size=2, embed_dim=64, depth=0, num_heads=1)),
+    # A ViT-S/16 (6 heads) shrunk to width 48 and one block: the layout of the SMTC import test's file.
+    "vit_w48_p16": ("vit_small_patch16_224", dict(patch_size=16, embed_dim=48, depth=1, num_heads=6)),
 }
 
 # Keys of a classification head (or of pooling in front of it): never used for patch features,

@@ -73,6 +73,23 @@ class GNMConfig:
     mlp_hidden: int = 512
     likelihood_sigma: float = 0.2
     curriculum_steps: int = 500
+    # Explicit layer lists, as the original GNM configuration writes them; empty = derived from the
+    # sizes above (the default architecture). Set when importing a released model
+    # (docs/released_models_pixel_video.md); every list's last entry is that network's output width.
+    encoder_filters: list[int] = field(default_factory=list)
+    encoder_kernels: list[int] = field(default_factory=list)
+    encoder_strides: list[int] = field(default_factory=list)
+    draw_stat_hidden: list[int] = field(default_factory=list)  # hidden widths of StructDRAW's q/p nets
+    draw_map_hidden: list[int] = field(default_factory=list)  # hidden widths of its z -> map MLP
+    head_hidden: list[int] = field(default_factory=list)  # 1x1 conv widths of the latent head
+    glimpse_filters: list[int] = field(default_factory=list)
+    glimpse_kernels: list[int] = field(default_factory=list)
+    glimpse_upscales: list[int] = field(default_factory=list)
+    bg_filters: list[int] = field(default_factory=list)
+    bg_kernels: list[int] = field(default_factory=list)
+    bg_upscales: list[int] = field(default_factory=list)
+    bg_posterior_hidden: list[int] = field(default_factory=list)
+    bg_prior_hidden: list[int] = field(default_factory=list)
     beta_global: list[float] = _schedule_field("beta_global")
     beta_pres: list[float] = _schedule_field("beta_pres")
     beta_where: list[float] = _schedule_field("beta_where")
@@ -104,8 +121,28 @@ class GNMConfig:
         return self.image_size // 2
 
 
+def _check_layer_lists(config: GNMConfig) -> None:
+    """Explicit layer lists (released models) must be complete and reach the sizes they feed."""
+    groups = {"encoder": ("encoder_filters", "encoder_kernels", "encoder_strides"),
+              "glimpse": ("glimpse_filters", "glimpse_kernels", "glimpse_upscales"),
+              "bg": ("bg_filters", "bg_kernels", "bg_upscales")}
+    for name, keys in groups.items():
+        lists = [getattr(config, k) for k in keys]
+        if any(lists) and len({len(v) for v in lists}) != 1:
+            raise UserError(f"the {name} layer lists {', '.join(keys)} must have the same length")
+    if config.encoder_filters:
+        if math.prod(config.encoder_strides) * config.grid_size != config.image_size or \
+                config.encoder_filters[-1] != config.enc_dim:
+            raise UserError("encoder_strides must reduce image_size to grid_size, and encoder_filters end at enc_dim")
+    if config.glimpse_filters and config.glimpse_filters[-1] != 4:
+        raise UserError("glimpse_filters must end with 4 channels (RGB + alpha)")
+    if config.bg_filters and (config.bg_filters[-1] != 3 or math.prod(config.bg_upscales) != config.image_size):
+        raise UserError("bg_filters must end with 3 channels and bg_upscales multiply to image_size")
+
+
 def check_config(config: GNMConfig) -> None:
     """Reject sizes and schedules that cannot work, with one line naming the flag to change."""
+    _check_layer_lists(config)
     size, grid = config.image_size, config.grid_size
     if size not in (16, 32, 64, 128):
         raise UserError(f"--image_size {size} cannot be used by GNM: use 64 or 128 (32 or 16 for quick tests)")
@@ -161,13 +198,19 @@ class GNM(nn.Module):
         super().__init__()
         check_config(config)
         self.config = c = config
-        self.encoder = ImageEncoder(num_upsamplings(c.image_size // c.grid_size, "cell size"), c.enc_dim)
-        self.draw = StructDRAW(c.enc_dim, c.draw_hidden, c.grid_size, c.z_global_dim, c.draw_steps, c.mlp_hidden)
-        self.local_head = LocalLatentHead(c.enc_dim, c.enc_dim, c.z_what_dim)
-        self.glimpse_decoder = GlimpseDecoder(c.z_what_dim, num_upsamplings(c.glimpse_size, "glimpse size"))
-        self.bg_posterior = mlp([c.enc_dim * c.num_cells, c.mlp_hidden, c.mlp_hidden // 2, 2 * c.z_bg_dim])
-        self.bg_prior = mlp([c.draw_steps * c.z_global_dim, c.mlp_hidden // 4, c.mlp_hidden // 8, 2 * c.z_bg_dim])
-        self.bg_decoder = BackgroundDecoder(c.z_bg_dim, c.image_size)
+        self.encoder = ImageEncoder(num_upsamplings(c.image_size // c.grid_size, "cell size"), c.enc_dim,
+                                    c.encoder_filters, c.encoder_kernels, c.encoder_strides)
+        self.draw = StructDRAW(c.enc_dim, c.draw_hidden, c.grid_size, c.z_global_dim, c.draw_steps, c.mlp_hidden,
+                               c.draw_stat_hidden, c.draw_map_hidden)
+        self.local_head = LocalLatentHead(c.enc_dim, c.enc_dim, c.z_what_dim, c.head_hidden)
+        glimpse_stages = len(c.glimpse_filters) or num_upsamplings(c.glimpse_size, "glimpse size")
+        self.glimpse_decoder = GlimpseDecoder(c.z_what_dim, glimpse_stages, c.glimpse_filters, c.glimpse_kernels,
+                                              c.glimpse_upscales)
+        bg_post = c.bg_posterior_hidden or [c.mlp_hidden, c.mlp_hidden // 2]
+        bg_prior = c.bg_prior_hidden or [c.mlp_hidden // 4, c.mlp_hidden // 8]
+        self.bg_posterior = mlp([c.enc_dim * c.num_cells, *bg_post, 2 * c.z_bg_dim])
+        self.bg_prior = mlp([c.draw_steps * c.z_global_dim, *bg_prior, 2 * c.z_bg_dim])
+        self.bg_decoder = BackgroundDecoder(c.z_bg_dim, c.image_size, c.bg_filters, c.bg_kernels, c.bg_upscales)
         self.schedules = {name: LinearAnneal.from_values(getattr(c, name)) for name in SCHEDULES}
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("aux_where_mean", torch.tensor(AUX_WHERE_MEAN), persistent=False)

@@ -36,8 +36,16 @@ class ImageEncoder(nn.Module):
     128 px -> 4x4 this is the spec's filter list. Fewer downsamplings drop the first pairs.
     """
 
-    def __init__(self, num_down: int, enc_dim: int) -> None:
+    def __init__(self, num_down: int, enc_dim: int, filters: list[int] | None = None,
+                 kernels: list[int] | None = None, strides: list[int] | None = None) -> None:
         super().__init__()
+        if filters:  # an explicit layer list (a released model's layout); the last filter is enc_dim
+            layers, c = [], 3
+            for f, k, s in zip(filters, kernels or [], strides or []):
+                layers.append(conv_block(c, f, k, s))
+                c = f
+            self.net = nn.Sequential(*layers)
+            return
         pairs = num_down - 1
         filters = list(ENCODER_PAIR_FILTERS[-pairs:]) if pairs <= len(ENCODER_PAIR_FILTERS) else (
             [ENCODER_PAIR_FILTERS[0]] * (pairs - len(ENCODER_PAIR_FILTERS)) + list(ENCODER_PAIR_FILTERS)
@@ -88,15 +96,18 @@ class StructDRAW(nn.Module):
     concatenated with the canvas into the decoder LSTM, and ``canvas += conv3x3(h_dec)``.
     """
 
-    def __init__(self, enc_dim: int, hidden: int, grid_size: int, z_dim: int, steps: int, mlp_hidden: int) -> None:
+    def __init__(self, enc_dim: int, hidden: int, grid_size: int, z_dim: int, steps: int, mlp_hidden: int,
+                 stat_hidden: list[int] | None = None, map_hidden: list[int] | None = None) -> None:
         super().__init__()
+        stat_hidden = list(stat_hidden) if stat_hidden else [mlp_hidden, mlp_hidden]
+        map_hidden = list(map_hidden) if map_hidden else [mlp_hidden, 2 * mlp_hidden]
         self.enc_dim, self.hidden, self.grid_size, self.z_dim, self.steps = enc_dim, hidden, grid_size, z_dim, steps
         cells = grid_size * grid_size
         self.encoder = ConvLSTMCell(2 * enc_dim + hidden, hidden, grid_size)
         self.decoder = ConvLSTMCell(2 * enc_dim, hidden, grid_size)
-        self.q_net = mlp([hidden * cells, mlp_hidden, mlp_hidden, 2 * z_dim])
-        self.p_net = mlp([hidden * cells, mlp_hidden, mlp_hidden, 2 * z_dim])
-        self.z_to_map = mlp([z_dim, mlp_hidden, 2 * mlp_hidden, enc_dim * cells])
+        self.q_net = mlp([hidden * cells, *stat_hidden, 2 * z_dim])
+        self.p_net = mlp([hidden * cells, *stat_hidden, 2 * z_dim])
+        self.z_to_map = mlp([z_dim, *map_hidden, enc_dim * cells])
         self.to_canvas = nn.Conv2d(hidden, enc_dim, 3, padding=1)
 
     def forward(self, encoding: torch.Tensor | None, batch: int | None = None) -> dict[str, torch.Tensor]:
@@ -138,9 +149,11 @@ class LocalLatentHead(nn.Module):
     encoding): spec pitfall 13, q(z^s) depends on x only.
     """
 
-    def __init__(self, c_in: int, hidden: int, z_what_dim: int) -> None:
+    def __init__(self, c_in: int, hidden: int, z_what_dim: int, body: list[int] | None = None) -> None:
         super().__init__()
-        self.body = nn.Sequential(conv_block(c_in, hidden, 1), conv_block(hidden, hidden, 1))
+        widths = list(body) if body else [hidden, hidden]
+        self.body = nn.Sequential(*[conv_block(a, b, 1) for a, b in zip([c_in, *widths[:-1]], widths)])
+        hidden = widths[-1]
         self.pres = nn.Conv2d(hidden, 1, 1)
         self.where = nn.Conv2d(hidden, 8, 1)
         self.depth = nn.Conv2d(hidden, 2, 1)
@@ -181,12 +194,15 @@ def subpixel_stage(c_in: int, c_out: int, kernel: int, upscale: int, last: bool)
 class GlimpseDecoder(nn.Module):
     """z_what [M, D] -> glimpse RGB [M, 3, g, g] and alpha [M, 1, g, g] (both sigmoid), g = 2^stages."""
 
-    def __init__(self, z_what_dim: int, stages: int) -> None:
+    def __init__(self, z_what_dim: int, stages: int, filters: list[int] | None = None,
+                 kernels: list[int] | None = None, upscales: list[int] | None = None) -> None:
         super().__init__()
-        filters = list(GLIMPSE_FILTERS[: stages - 1]) + [4]
+        filters = list(filters) if filters else list(GLIMPSE_FILTERS[: stages - 1]) + [4]
+        kernels = list(kernels) if kernels else [3] * len(filters)
+        upscales = list(upscales) if upscales else [2] * len(filters)
         layers, c = [], z_what_dim
-        for i, f in enumerate(filters):
-            layers.append(subpixel_stage(c, f, 3, 2, last=i == len(filters) - 1))
+        for i, (f, k, u) in enumerate(zip(filters, kernels, upscales)):
+            layers.append(subpixel_stage(c, f, k, u, last=i == len(filters) - 1))
             c = f
         self.net = nn.Sequential(*layers)
 
@@ -212,9 +228,16 @@ def background_upscales(image_size: int) -> list[int]:
 class BackgroundDecoder(nn.Module):
     """z_bg [B, D] -> background image [B, 3, H, H] (1x1 sub-pixel stages, then a 3x3 conv, sigmoid)."""
 
-    def __init__(self, z_bg_dim: int, image_size: int) -> None:
+    def __init__(self, z_bg_dim: int, image_size: int, filters: list[int] | None = None,
+                 kernels: list[int] | None = None, upscales: list[int] | None = None) -> None:
         super().__init__()
         layers, c = [], z_bg_dim
+        if filters:  # an explicit stage list (a released model's layout); the last gives RGB
+            for i, (f, k, u) in enumerate(zip(filters, kernels or [], upscales or [])):
+                layers.append(subpixel_stage(c, f, k, u, last=i == len(filters) - 1))
+                c = f
+            self.net = nn.Sequential(*layers)
+            return
         for f, u in zip(BG_FILTERS, background_upscales(image_size)):
             layers.append(subpixel_stage(c, f, 1, u, last=False))
             c = f

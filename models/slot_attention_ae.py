@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.decoders import CONV_INITS, SpatialBroadcastDecoder, broadcast_size, init_weights
+from models.decoders import ACTIVATIONS, CONV_INITS, SpatialBroadcastDecoder, activation_layer, broadcast_size, init_weights
 from models.position import SoftPositionEmbed
 from models.slot_attention import SlotAttention
 
@@ -41,6 +41,10 @@ class SlotAttentionAEConfig:
     implicit_grad: bool = False
     init_method: str = "shared_gaussian"
     conv_init: str = "glorot"
+    # Variants of released models (docs/released_models_pixel_video.md): the seed's object-discovery
+    # port uses LeakyReLU convolutions and no LayerNorm before the encoder MLP.
+    activation: str = "relu"
+    encoder_norm: bool = True
 
     @classmethod
     def from_args(cls, args: Any) -> "SlotAttentionAEConfig":
@@ -65,6 +69,8 @@ def check_config(config: SlotAttentionAEConfig) -> None:
         ) from None
     if config.conv_init not in CONV_INITS:
         raise UserError(f"--conv_init {config.conv_init} is not one of {', '.join(CONV_INITS)}")
+    if config.activation not in ACTIVATIONS:
+        raise UserError(f"activation {config.activation!r} is not one of {', '.join(ACTIVATIONS)}")
     if config.kernel_size % 2 == 0 or config.kernel_size < 1:
         raise UserError(f"--kernel_size {config.kernel_size} must be odd (same-size padding)")
     for name in ("num_slots", "num_iterations", "slot_size", "mlp_hidden_size", "encoder_channels", "decoder_channels"):
@@ -75,22 +81,24 @@ def check_config(config: SlotAttentionAEConfig) -> None:
 class CNNEncoder(nn.Module):
     """Four same-size ``Conv2d(k)`` + ReLU layers, soft position embedding, LayerNorm and an MLP.
 
-    images [B, 3, H, W] in [-1, 1] -> features [B, H*W, C].
+    images [B, 3, H, W] in [-1, 1] -> features [B, H*W, C]. ``activation="leaky_relu"`` and
+    ``norm=False`` give the seed's object-discovery variant (LeakyReLU everywhere, no LayerNorm).
     """
 
     def __init__(
-        self, image_size: int, channels: int = 64, kernel_size: int = 5, num_layers: int = 4, init: str = "glorot"
+        self, image_size: int, channels: int = 64, kernel_size: int = 5, num_layers: int = 4, init: str = "glorot",
+        activation: str = "relu", norm: bool = True,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_channels = 3
         for _ in range(num_layers):
-            layers += [nn.Conv2d(in_channels, channels, kernel_size, padding=kernel_size // 2), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(in_channels, channels, kernel_size, padding=kernel_size // 2), activation_layer(activation)]
             in_channels = channels
         self.convs = nn.Sequential(*layers)
         self.pos_embed = SoftPositionEmbed(channels, image_size, image_size)
-        self.norm = nn.LayerNorm(channels)
-        self.mlp = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(inplace=True), nn.Linear(channels, channels))
+        self.norm = nn.LayerNorm(channels) if norm else nn.Identity()
+        self.mlp = nn.Sequential(nn.Linear(channels, channels), activation_layer(activation), nn.Linear(channels, channels))
         init_weights(self, init)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -113,7 +121,8 @@ class SlotAttentionAE(nn.Module):
         super().__init__()
         check_config(config)
         self.config = config
-        self.encoder = CNNEncoder(config.image_size, config.encoder_channels, config.kernel_size, init=config.conv_init)
+        self.encoder = CNNEncoder(config.image_size, config.encoder_channels, config.kernel_size, init=config.conv_init,
+                                  activation=config.activation, norm=config.encoder_norm)
         self.slot_attention = SlotAttention(
             input_dim=config.encoder_channels,
             slot_dim=config.slot_size,
@@ -130,6 +139,7 @@ class SlotAttentionAE(nn.Module):
             num_upsamples=config.decoder_upsamples,
             kernel_size=config.kernel_size,
             init=config.conv_init,
+            activation=config.activation,
         )
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:

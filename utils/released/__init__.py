@@ -60,6 +60,10 @@ def _all_formats() -> list[ReleasedFormat]:
     # Each family module appends its formats here (import inside, so one family's imports load
     # only when released files are read).
     formats: list[ReleasedFormat] = []
+    from utils.released import pixel, video
+
+    formats.extend(pixel.FORMATS)
+    formats.extend(video.FORMATS)
     return formats
 
 
