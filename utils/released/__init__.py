@@ -10,6 +10,7 @@ accepts the object wins, so more specific formats come first).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -34,6 +35,9 @@ class Imported:
             them to a file in the run folder and points ``encoder["weights_path"]`` at it.
         args: flags to record in the run folder's ``args.yaml`` (dataset, image size, ...).
         notes: one-line remarks shown to the user (what was renamed, dropped, assumed).
+        assumed: settings the file does not record, with the value used (the official default);
+            :func:`apply_settings` replaces them by the user's values. Keys are ``model_config``
+            fields, or ``encoder.<name>`` for the ViT's size settings (``encoder.num_heads``).
     """
 
     format: str
@@ -44,6 +48,7 @@ class Imported:
     encoder_state: dict[str, torch.Tensor] | None = None
     args: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    assumed: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,10 @@ def _all_formats() -> list[ReleasedFormat]:
     # Each family module appends its formats here (import inside, so one family's imports load
     # only when released files are read).
     formats: list[ReleasedFormat] = []
+    from utils.released import spot
+
+    formats.extend(spot.FORMATS)
+    #ADASLOT
     return formats
 
 
@@ -90,3 +99,189 @@ def read_released(path: str | os.PathLike, name: str | None = None, trust: bool 
     """Read ``path`` safely, detect (or check) its format and convert it."""
     obj = read_torch_file(path, trust=trust, what="released checkpoint")
     return find_format(obj, name, source=str(path)).convert(obj)
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings a released file does not record
+# ---------------------------------------------------------------------------------------------
+
+
+def apply_settings(imported: Imported, settings: dict[str, Any], source: str = "file",
+                   strict: bool = False) -> Imported:
+    """Replace the assumed settings of ``imported`` by those given in ``settings``.
+
+    Only settings the file leaves open (``imported.assumed``) are taken; with ``strict`` any
+    other key is a ``UserError`` (``import_checkpoint.py --set``), otherwise it is ignored
+    (command-line flags of which only some concern the file).
+    """
+    for key, value in settings.items():
+        if key not in imported.assumed:
+            if strict:
+                open_ = ", ".join(sorted(imported.assumed)) or "none"
+                raise UserError(f"--set {key}: {source} records this itself or it is not a setting of a "
+                                f"{imported.method} model; settings the file leaves open: {open_}")
+            continue
+        if key.startswith("encoder."):
+            assert imported.encoder is not None, key
+            overrides = dict(imported.encoder.get("model_overrides") or {})
+            overrides[key.split(".", 1)[1]] = value
+            imported.encoder = {**imported.encoder, "model_overrides": overrides}
+        else:
+            imported.model_config = {**imported.model_config, key: value}
+        imported.assumed[key] = value
+    return imported
+
+
+def parse_settings(pairs: list[str]) -> dict[str, Any]:
+    """``["num_slots=6", "encoder.num_heads=2"]`` -> dict, values read as YAML scalars."""
+    import yaml
+
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {pair}: expected NAME=VALUE, e.g. --set num_slots=7")
+        try:
+            settings[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise UserError(f"--set {pair}: {text!r} is not a plain value") from None
+    return settings
+
+
+# ---------------------------------------------------------------------------------------------
+# Project-format checkpoints from an import
+# ---------------------------------------------------------------------------------------------
+
+
+def encoder_fingerprint_of_state(state: dict[str, torch.Tensor]) -> float:
+    """What :func:`models.encoder_fingerprint` gives for a ViT loaded with ``state`` (sum of |w|)."""
+    return float(sum(v.detach().double().abs().sum() for v in state.values() if v.is_floating_point()))
+
+
+def write_encoder_weights(state: dict[str, torch.Tensor], path: str | os.PathLike) -> Path:
+    """Write the released file's frozen ViT to ``path`` (``.safetensors``), atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def encoder_cache_dir() -> Path:
+    """Where encoder weights taken from released files evaluated in place are kept.
+
+    ``$OCL_RELEASED_CACHE``, else ``$XDG_CACHE_HOME/object-centric-slots/released_encoders``
+    (``~/.cache/...``). Files are named by a hash of their contents, so one released model's
+    encoder is written once.
+    """
+    if os.environ.get("OCL_RELEASED_CACHE"):
+        return Path(os.environ["OCL_RELEASED_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "object-centric-slots" / "released_encoders"
+
+
+def _content_hash(state: dict[str, torch.Tensor]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().contiguous().cpu()
+        digest.update(key.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:20]
+
+
+def to_checkpoint(imported: Imported, source: str, encoder_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The project-format checkpoint dict of an import (what ``eval_spot.py`` and the rest read).
+
+    Encoder weights carried by the file are written to ``encoder_path`` (a run folder's
+    ``encoder.safetensors``), or to :func:`encoder_cache_dir` when None, and the encoder
+    record points at them with their fingerprint.
+    """
+    encoder = dict(imported.encoder) if imported.encoder is not None else None
+    if encoder is not None and imported.encoder_state is not None:
+        if encoder_path is None:
+            path = encoder_cache_dir() / f"{_content_hash(imported.encoder_state)}.safetensors"
+            if not path.is_file():
+                try:
+                    write_encoder_weights(imported.encoder_state, path)
+                except OSError as err:
+                    raise UserError(f"cannot write the encoder weights of {source} to {path} ({err.strerror}); "
+                                    "set OCL_RELEASED_CACHE to a writable folder, or use "
+                                    "scripts/import_checkpoint.py") from err
+        else:
+            path = write_encoder_weights(imported.encoder_state, encoder_path)
+        encoder.update(pretrained=True, weights_path=str(Path(path).resolve()),
+                       fingerprint=encoder_fingerprint_of_state(imported.encoder_state))
+    released = {"format": imported.format, "source": str(source), "notes": list(imported.notes),
+                "assumed": dict(imported.assumed)}
+    return {
+        "format_version": 1,
+        "method": imported.method,
+        "model_config": dict(imported.model_config),
+        "encoder": encoder,
+        "model": dict(imported.model_state),
+        "args": {**imported.args, "released_format": imported.format, "released_source": str(source)},
+        "step": None,
+        "released": released,
+    }
+
+
+def checkpoint_settings(checkpoint: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """Apply command-line ``settings`` to what a released file left open (no-op for project files).
+
+    Used by the entry scripts after parsing their flags: the official scripts build the model
+    from their flags, so flags such as ``--num_slots`` or ``--num_heads`` give what the file
+    itself does not record.
+    """
+    released = checkpoint.get("released")
+    if not released or not released.get("assumed"):
+        return checkpoint
+    taken = {k: v for k, v in settings.items() if k in released["assumed"] and v != released["assumed"][k]}
+    if not taken:
+        return checkpoint
+    checkpoint = dict(checkpoint)
+    config = dict(checkpoint["model_config"])
+    encoder = dict(checkpoint["encoder"]) if checkpoint.get("encoder") else None
+    for key, value in taken.items():
+        if key.startswith("encoder."):
+            assert encoder is not None, key
+            encoder["model_overrides"] = {**(encoder.get("model_overrides") or {}), key.split(".", 1)[1]: value}
+        else:
+            config[key] = value
+    checkpoint.update(model_config=config, encoder=encoder,
+                      released={**released, "assumed": {**released["assumed"], **taken}})
+    return checkpoint
+
+
+def load_any_checkpoint(path: str | os.PathLike, *, trust: bool = False, fmt: str | None = None) -> dict[str, Any]:
+    """A project-format checkpoint dict from ``path``, whether the file is this project's or released.
+
+    ``path`` is a checkpoint file or a run folder. A released file is detected (the format is
+    logged), converted in memory, and its encoder weights are kept in :func:`encoder_cache_dir`.
+    Settings the released file does not record take the official defaults; the caller applies
+    its flags with :func:`checkpoint_settings`.
+    """
+    from utils.checkpoint import resolve_checkpoint
+    from utils.logging import get_logger
+
+    path = resolve_checkpoint(path)
+    obj = read_torch_file(path, trust=trust, what="checkpoint")
+    if isinstance(obj, dict) and "method" in obj and "model" in obj:
+        return obj  # this project's own checkpoint
+    formats = known_formats()
+    if fmt is None and not any(f.detect(obj) for f in formats):
+        raise UserError(f"{path} is neither a checkpoint written by this project's training scripts nor a "
+                        f"released checkpoint layout it can import; known formats: "
+                        f"{', '.join(f.name for f in formats)}")
+    found = find_format(obj, fmt, source=str(path))
+    imported = found.convert(obj)
+    log = get_logger()
+    log.info(f"{path}: released checkpoint, format {found.name} ({found.description}); imported in memory")
+    for note in imported.notes:
+        log.info(f"  {note}")
+    return to_checkpoint(imported, str(path))
