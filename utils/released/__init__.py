@@ -37,7 +37,8 @@ class Imported:
         notes: one-line remarks shown to the user (what was renamed, dropped, assumed).
         assumed: settings the file does not record, with the value used (the official default);
             :func:`apply_settings` replaces them by the user's values. Keys are ``model_config``
-            fields, or ``encoder.<name>`` for the ViT's size settings (``encoder.num_heads``).
+            fields, ``encoder.<name>`` for the ViT's size settings (``encoder.num_heads``), or
+            ``which_encoder`` for the ViT that made the features of a file that holds none.
     """
 
     format: str
@@ -65,10 +66,10 @@ def _all_formats() -> list[ReleasedFormat]:
     # Each family module appends its formats here (import inside, so one family's imports load
     # only when released files are read).
     formats: list[ReleasedFormat] = []
-    from utils.released import spot
+    from utils.released import adaslot, spot
 
     formats.extend(spot.FORMATS)
-    #ADASLOT
+    formats.extend(adaslot.FORMATS)
     return formats
 
 
@@ -121,7 +122,11 @@ def apply_settings(imported: Imported, settings: dict[str, Any], source: str = "
                 raise UserError(f"--set {key}: {source} records this itself or it is not a setting of a "
                                 f"{imported.method} model; settings the file leaves open: {open_}")
             continue
-        if key.startswith("encoder."):
+        if key == "which_encoder":  # the ViT behind features of a file that holds none
+            assert imported.encoder is not None, key
+            imported.encoder = {**imported.encoder, "name": value}
+            imported.args = {**imported.args, "which_encoder": value}
+        elif key.startswith("encoder."):
             assert imported.encoder is not None, key
             overrides = dict(imported.encoder.get("model_overrides") or {})
             overrides[key.split(".", 1)[1]] = value
@@ -248,7 +253,10 @@ def checkpoint_settings(checkpoint: dict[str, Any], settings: dict[str, Any]) ->
     config = dict(checkpoint["model_config"])
     encoder = dict(checkpoint["encoder"]) if checkpoint.get("encoder") else None
     for key, value in taken.items():
-        if key.startswith("encoder."):
+        if key == "which_encoder":
+            assert encoder is not None, key
+            encoder["name"] = value
+        elif key.startswith("encoder."):
             assert encoder is not None, key
             encoder["model_overrides"] = {**(encoder.get("model_overrides") or {}), key.split(".", 1)[1]: value}
         else:
