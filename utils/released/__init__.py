@@ -274,11 +274,16 @@ def load_any_checkpoint(path: str | os.PathLike, *, trust: bool = False, fmt: st
     Settings the released file does not record take the official defaults; the caller applies
     its flags with :func:`checkpoint_settings`.
     """
-    from utils.checkpoint import resolve_checkpoint
+    from utils.checkpoint import load_checkpoint, resolve_checkpoint
     from utils.logging import get_logger
 
     path = resolve_checkpoint(path)
-    obj = read_torch_file(path, trust=trust, what="checkpoint")
+    try:
+        obj = read_torch_file(path, trust=trust, what="checkpoint")
+    except UserError:
+        # Not readable as plain tensors and containers: no released format is like that, so the
+        # project's own loader decides (and words the refusal).
+        return load_checkpoint(path)
     if isinstance(obj, dict) and "method" in obj and "model" in obj:
         return obj  # this project's own checkpoint
     formats = known_formats()
