@@ -25,6 +25,7 @@ from utils.errors import UserError
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 import import_checkpoint  # noqa: E402
+import summarize  # noqa: E402
 
 STAGE1 = FIXTURES / "spot_stage1" / "checkpoint.pt.tar"
 TINY_SETTINGS = ["--set", "num_slots=4", "--set", "num_heads=2", "--set", "encoder.num_heads=2"]
@@ -132,3 +133,43 @@ def test_train_spot_2_with_a_released_teacher(tmp_path):
     assert stored["encoder"]["model_overrides"]["embed_dim"] == 64
     record = eval_spot.main(["--checkpoint_path", str(run), *EVAL])
     assert record["method"] == "spot"
+
+
+def test_summarize_tabulates_released_evaluations(tmp_path, capsys):
+    """scripts/summarize.py --released: one row per evaluated import, the published figures beside
+    them; without the flag the usual grouped table is made instead."""
+    run = tmp_path / "released" / "spot_coco"
+    import_checkpoint.main([str(STAGE1), "--out", str(run), *TINY_SETTINGS])
+    eval_spot.main(["--checkpoint_path", str(run), *EVAL])
+    # A SPOT stage-2 COCO evaluation (as the released COCO model gives) shows the README's figures.
+    other = tmp_path / "released" / "spot_stage2_coco"
+    other.mkdir()
+    (other / "metrics.json").write_text(json.dumps({"released_format": "spot_stage2", "dataset": "coco",
+                                                    "eval_protocol": "spot", "eval_permutations": "all",
+                                                    "mbo_i": 35.0, "mbo_c": 44.0, "fg_ari": 37.1}))
+    rows = summarize.main([str(tmp_path / "released"), "--released"])
+    assert [r["model"] for r in rows] == ["spot_coco", "spot_stage2_coco"]
+    assert rows[0]["format"] == "spot_stage1" and rows[0]["dataset"] == "shapes"
+    assert rows[1]["mbo_i"] == 35.0 and rows[1]["mbo_i_published"] == 34.9
+    out = capsys.readouterr().out
+    assert "35.00 (published 34.9)" in out and (tmp_path / "released" / "released.md").is_file()
+    grouped = summarize.main([str(tmp_path / "released")])  # the imported run folder has args.yaml too
+    assert "model" not in grouped[0] and grouped[0]["n"] == 1
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no evaluation of an imported released model"):
+        summarize.main([str(tmp_path / "empty"), "--released"])
+
+
+def test_evaluate_released_script_skips_what_is_missing(tmp_path):
+    """The all-in-one script imports nothing it cannot find, says so per model, and ends in the table."""
+    script = REPO / "scripts" / "evaluate_released.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "spot_coco.pt.tar").write_bytes(STAGE1.read_bytes())
+    env = {"PATH": "/usr/bin:/bin", "RELEASED": str(tmp_path / "files"), "PYTHON": sys.executable,
+           "HOME": str(tmp_path)}
+    result = subprocess.run(["bash", str(script), str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,
+                            env=env)
+    assert "skip spot_coco: set COCO to its dataset folder" in result.stdout
+    assert "skip sa_clevr6: set CLEVR to its dataset folder" in result.stdout
+    assert result.returncode == 2 and "no evaluation of an imported released model" in result.stderr
