@@ -44,11 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    from models import build_model
-    from utils.checkpoint import CHECKPOINT_NAME, load_model_state, save_checkpoint
-    from utils.checkpoint import read_torch_file
+    from utils.checkpoint import CHECKPOINT_NAME, read_torch_file, save_checkpoint
     from utils.logging import get_logger
-    from utils.released import apply_settings, find_format, parse_settings, to_checkpoint
+    from utils.released import apply_settings, check_loads, find_format, parse_settings, to_checkpoint
     from utils.run import save_args
 
     log = get_logger()
@@ -68,18 +66,16 @@ def main(argv: list[str] | None = None) -> dict:
     encoder_path = out / ENCODER_FILE if imported.encoder_state is not None else None
     checkpoint = to_checkpoint(imported, str(Path(args.path).resolve()), encoder_path=encoder_path)
     try:  # build and load once: a setting that does not fit fails here, not at evaluation
-        model = build_model(checkpoint["method"], checkpoint["model_config"], checkpoint["encoder"])
-        load_model_state(model, checkpoint["model"], source=str(args.path))
+        check_loads(checkpoint, str(args.path))
     except UserError:
         if encoder_path is not None:
             encoder_path.unlink(missing_ok=True)
         raise
-    except RuntimeError as err:  # e.g. a head count that does not divide the width inside timm
+    except (RuntimeError, ValueError) as err:  # a setting the model's own checks reject
         if encoder_path is not None:
             encoder_path.unlink(missing_ok=True)
         raise UserError(f"the imported model cannot be built with these settings ({str(err).splitlines()[0][:160]}); "
                         f"check --set values") from err
-    del model
     save_checkpoint(out / CHECKPOINT_NAME, checkpoint)
     save_args(out, {**checkpoint["args"], "method": checkpoint["method"]})
     written = [out / CHECKPOINT_NAME, out / "args.yaml"] + ([encoder_path] if encoder_path else [])

@@ -173,3 +173,39 @@ def test_evaluate_released_script_skips_what_is_missing(tmp_path):
     assert "skip spot_coco: set COCO to its dataset folder" in result.stdout
     assert "skip sa_clevr6: set CLEVR to its dataset folder" in result.stdout
     assert result.returncode == 2 and "no evaluation of an imported released model" in result.stderr
+
+
+def test_adaslot_imports_evaluate(tmp_path):
+    """Official AdaSlot (OCLF Lightning file with its ViT) -> run folder -> eval_spot.py; the unofficial
+    DINOSAURpp file (no ViT) imports without downloading its named encoder."""
+    run = tmp_path / "adaslot"
+    import_checkpoint.main([str(FIXTURES / "adaslot_oclf" / "checkpoint.ckpt"), "--out", str(run),
+                            "--set", "num_slots=6", "--set", "encoder.num_heads=2"])
+    record = eval_spot.main(["--checkpoint_path", str(run), "--keep_rule", "threshold", *EVAL])
+    assert record["method"] == "adaslot" and record["released_format"] == "adaslot_oclf"
+    assert record["keep_rule"] == "threshold"
+    other = tmp_path / "dinosaurpp"
+    checkpoint = import_checkpoint.main([str(FIXTURES / "adaslot_stage2" / "checkpoint.pt"), "--out", str(other),
+                                         "--set", "num_slots=6"])
+    assert checkpoint["encoder"]["name"] == "dino-vitb-16" and checkpoint["encoder"]["weights_path"] is None
+    assert not (other / "encoder.safetensors").exists()
+    with pytest.raises(UserError, match="pass a divisor of 64"):
+        import_checkpoint.main([str(FIXTURES / "adaslot_oclf" / "checkpoint.ckpt"), "--out", str(tmp_path / "x"),
+                                "--set", "encoder.num_heads=3"])
+
+
+def test_trust_checkpoint_flag(tmp_path):
+    """A file that needs full unpickling is refused unless --trust_checkpoint is given; with it, the file
+    is read and then judged by its layout."""
+    import datetime
+
+    odd = tmp_path / "odd.pt"
+    torch.save({"made": datetime.date(2020, 1, 1), "model": {}}, odd)  # a class the safe loader refuses
+    with pytest.raises(UserError, match="--trust_checkpoint"):
+        import_checkpoint.main([str(odd), "--out", str(tmp_path / "a")])
+    with pytest.warns(UserWarning, match="fully unpickling"), \
+            pytest.raises(UserError, match="not a checkpoint layout this project can import"):
+        import_checkpoint.main([str(odd), "--out", str(tmp_path / "a"), "--trust_checkpoint"])
+    with pytest.warns(UserWarning, match="fully unpickling"), \
+            pytest.raises(UserError, match="neither a checkpoint written by this project"):
+        eval_spot.main(["--checkpoint_path", str(odd), "--trust_checkpoint", *EVAL])

@@ -129,6 +129,9 @@ def apply_settings(imported: Imported, settings: dict[str, Any], source: str = "
         elif key.startswith("encoder."):
             assert imported.encoder is not None, key
             overrides = dict(imported.encoder.get("model_overrides") or {})
+            width = overrides.get("embed_dim")
+            if key == "encoder.num_heads" and (not isinstance(value, int) or value < 1 or (width and width % value)):
+                raise UserError(f"--set encoder.num_heads={value}: the ViT is {width} wide; pass a divisor of {width}")
             overrides[key.split(".", 1)[1]] = value
             imported.encoder = {**imported.encoder, "model_overrides": overrides}
         else:
@@ -234,6 +237,29 @@ def to_checkpoint(imported: Imported, source: str, encoder_path: str | os.PathLi
         "step": None,
         "released": released,
     }
+
+
+def check_loads(checkpoint: dict[str, Any], source: str) -> None:
+    """Build the imported model and load its state strictly (``UserError`` if it does not fit).
+
+    An encoder that the file does not carry (loaded by name at evaluation) is built with random
+    weights here, so that importing needs no download; its weights are not part of the check.
+    """
+    from models import build_model
+    from utils.checkpoint import describe_key_mismatch, model_state
+
+    encoder = checkpoint["encoder"]
+    named_only = encoder is not None and encoder.get("pretrained") and not encoder.get("weights_path")
+    if named_only:
+        encoder = {**encoder, "pretrained": False}
+    model = build_model(checkpoint["method"], checkpoint["model_config"], encoder)
+    expected = model_state(model)
+    if named_only:
+        expected = {k: v for k, v in expected.items() if not k.startswith("encoder.")}
+    problem = describe_key_mismatch(checkpoint["model"], expected, loaded_name="import")
+    if problem:
+        raise UserError(f"{source}: the imported weights do not fit the model ({problem})")
+    model.load_state_dict(checkpoint["model"], strict=False)
 
 
 def checkpoint_settings(checkpoint: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
