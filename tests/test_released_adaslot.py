@@ -134,3 +134,18 @@ def test_settings_and_refusals(tmp_path):
     foreign = {**obj, "model_state_dict": {**obj["model_state_dict"], "slot_attention.extra": torch.zeros(1)}}
     with pytest.raises(UserError, match="unexpected key slot_attention.extra"):
         find_format(foreign).convert(foreign)
+
+
+def test_command_line_settings_reach_only_open_settings(tmp_path):
+    """checkpoint_settings (what eval_spot.py applies from typed flags) changes the settings a file
+    leaves open, here the encoder name and the slot count, and nothing the file records."""
+    from utils.released import checkpoint_settings
+
+    imported = read_released(FIXTURES / "adaslot_stage2" / "checkpoint.pt")
+    checkpoint = to_checkpoint(imported, "x")
+    changed = checkpoint_settings(checkpoint, {"which_encoder": "dino-vitb-8", "num_slots": 9, "slot_size": 5})
+    assert changed["encoder"]["name"] == "dino-vitb-8" and changed["model_config"]["num_slots"] == 9
+    assert changed["model_config"]["slot_size"] == 32 and checkpoint["model_config"]["num_slots"] == 7
+    assert changed["released"]["assumed"]["num_slots"] == 9
+    project = {"method": "adaslot", "model": {}, "model_config": {"num_slots": 3}}
+    assert checkpoint_settings(project, {"num_slots": 9}) is project

@@ -107,6 +107,23 @@ def read_released(path: str | os.PathLike, name: str | None = None, trust: bool 
 # ---------------------------------------------------------------------------------------------
 
 
+def _set(config: dict[str, Any], encoder: dict[str, Any] | None, key: str,
+         value: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(model config, encoder record) with the open setting ``key`` set to ``value`` (new dicts)."""
+    if key == "which_encoder":  # the ViT behind the features of a file that holds none
+        assert encoder is not None, key
+        return config, {**encoder, "name": value}
+    if key.startswith("encoder."):  # a size of the ViT stored in the file
+        assert encoder is not None, key
+        overrides = dict(encoder.get("model_overrides") or {})
+        width = overrides.get("embed_dim")
+        if key == "encoder.num_heads" and (not isinstance(value, int) or value < 1 or (width and width % value)):
+            raise UserError(f"encoder.num_heads {value}: the ViT is {width} wide; pass a divisor of {width}")
+        overrides[key.split(".", 1)[1]] = value
+        return config, {**encoder, "model_overrides": overrides}
+    return {**config, key: value}, encoder
+
+
 def apply_settings(imported: Imported, settings: dict[str, Any], source: str = "file",
                    strict: bool = False) -> Imported:
     """Replace the assumed settings of ``imported`` by those given in ``settings``.
@@ -122,20 +139,9 @@ def apply_settings(imported: Imported, settings: dict[str, Any], source: str = "
                 raise UserError(f"--set {key}: {source} records this itself or it is not a setting of a "
                                 f"{imported.method} model; settings the file leaves open: {open_}")
             continue
-        if key == "which_encoder":  # the ViT behind features of a file that holds none
-            assert imported.encoder is not None, key
-            imported.encoder = {**imported.encoder, "name": value}
+        imported.model_config, imported.encoder = _set(imported.model_config, imported.encoder, key, value)
+        if key == "which_encoder":
             imported.args = {**imported.args, "which_encoder": value}
-        elif key.startswith("encoder."):
-            assert imported.encoder is not None, key
-            overrides = dict(imported.encoder.get("model_overrides") or {})
-            width = overrides.get("embed_dim")
-            if key == "encoder.num_heads" and (not isinstance(value, int) or value < 1 or (width and width % value)):
-                raise UserError(f"--set encoder.num_heads={value}: the ViT is {width} wide; pass a divisor of {width}")
-            overrides[key.split(".", 1)[1]] = value
-            imported.encoder = {**imported.encoder, "model_overrides": overrides}
-        else:
-            imported.model_config = {**imported.model_config, key: value}
         imported.assumed[key] = value
     return imported
 
@@ -276,17 +282,9 @@ def checkpoint_settings(checkpoint: dict[str, Any], settings: dict[str, Any]) ->
     if not taken:
         return checkpoint
     checkpoint = dict(checkpoint)
-    config = dict(checkpoint["model_config"])
-    encoder = dict(checkpoint["encoder"]) if checkpoint.get("encoder") else None
+    config, encoder = checkpoint["model_config"], checkpoint.get("encoder")
     for key, value in taken.items():
-        if key == "which_encoder":
-            assert encoder is not None, key
-            encoder["name"] = value
-        elif key.startswith("encoder."):
-            assert encoder is not None, key
-            encoder["model_overrides"] = {**(encoder.get("model_overrides") or {}), key.split(".", 1)[1]: value}
-        else:
-            config[key] = value
+        config, encoder = _set(config, encoder, key, value)
     checkpoint.update(model_config=config, encoder=encoder,
                       released={**released, "assumed": {**released["assumed"], **taken}})
     return checkpoint
