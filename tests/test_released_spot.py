@@ -93,7 +93,8 @@ def test_stage2_training_step_with_imported_teacher(tmp_path):
 
 
 def test_old_decoder_prefix_and_dropped_mask(tmp_path):
-    """Older runs name the decoder tf_dec.: same model. A self_attn_mask that is not causal is refused."""
+    """Older runs name the decoder tf_dec.: same model; best_model.pt (the bare state dict) too. A
+    self_attn_mask that is not causal, or a key the importer does not know, is refused."""
     obj = read_torch_file(FIXTURES / "spot_stage1" / "checkpoint.pt.tar")
     old = {**obj, "model": {("tf_dec." + k[4:] if k.startswith("dec.") else k): v for k, v in obj["model"].items()}}
     fmt = find_format(old)
@@ -106,6 +107,8 @@ def test_old_decoder_prefix_and_dropped_mask(tmp_path):
     bad["model"]["dec.blocks.0.self_attn_mask"] = torch.zeros(16, 16, dtype=torch.bool)
     with pytest.raises(UserError, match="causal mask"):
         fmt.convert(bad)
+    bare = find_format(obj["model"])  # best_model.pt: the state dict alone
+    assert bare.name == "spot_stage1" and bare.convert(obj["model"]).model_state.keys() == b.model_state.keys()
     extra = {**obj, "model": {**obj["model"], "dec.something_new.weight": torch.zeros(2)}}
     with pytest.raises(UserError, match="unexpected key dec.something_new.weight"):
         fmt.convert(extra)

@@ -1,6 +1,7 @@
 """SPOT's own checkpoints: stage 1, stage 2 and DINOSAUR trained by the SPOT code base.
 
-The file is ``{'epoch', 'best_*' metrics, 'model': SPOT.state_dict(), 'optimizer'}``. Its model
+The file is ``{'epoch', 'best_*' metrics, 'model': SPOT.state_dict(), 'optimizer'}`` (``checkpoint.pt.tar``)
+or the state dict alone (``best_model.pt``). Its model
 holds the whole frozen DINO ViT (``encoder.``; in stage 2 the student's copy, whose late blocks
 were fine-tuned, and ``second_encoder.``, the frozen original), slot attention with its input MLP
 (``slot_attn.``), the decoder (``dec.``, ``tf_dec.`` in older runs) and, at the top level, the
@@ -62,8 +63,11 @@ _MLP = [
 
 
 def _model_dict(obj: Any) -> dict[str, torch.Tensor] | None:
+    """The SPOT state dict: ``checkpoint.pt.tar``'s ``model``, or ``best_model.pt`` (the state dict alone)."""
     if isinstance(obj, dict) and SPOT_TOP_KEYS <= set(obj) and isinstance(obj["model"], dict):
         return obj["model"]
+    if isinstance(obj, dict) and "slot_attn.slot_attention.project_q.weight" in obj:
+        return obj
     return None
 
 
