@@ -189,3 +189,87 @@ def test_stage2_student_encoder_must_share_the_frozen_stem(tmp_path):
     bad["model"]["encoder.patch_embed.proj.weight"] = bad["model"]["encoder.patch_embed.proj.weight"] + 1
     with pytest.raises(UserError, match="outside its last blocks"):
         find_format(bad).convert(bad)
+
+
+def _spot_layout(width=768, depth=12, slot=256, hidden=1024, tokens=196, blocks=4, slots=7, patch=16,
+                 stage2=True, finetuned_from=8) -> dict:
+    """The state-dict layout of a SPOT-repository file (shapes only: expanded zeros, no memory).
+
+    At the fixture's sizes it has exactly the fixture's keys (checked below); at the defaults it is
+    the layout of the released ViT-B/16 COCO stage-2 file.
+    """
+    def z(*shape, value=0.0):
+        return torch.full((), value).expand(*shape)
+
+    grid = int(tokens ** 0.5)
+    sd = {}
+    for prefix in ["encoder.", "second_encoder."] if stage2 else ["encoder."]:
+        sd.update({f"{prefix}cls_token": z(1, 1, width), f"{prefix}pos_embed": z(1, grid * grid + 1, width),
+                   f"{prefix}patch_embed.proj.weight": z(width, 3, patch, patch), f"{prefix}patch_embed.proj.bias": z(width),
+                   f"{prefix}norm.weight": z(width), f"{prefix}norm.bias": z(width)})
+        for i in range(depth):
+            v = 1.0 if prefix == "encoder." and stage2 and i >= finetuned_from else 0.0  # fine-tuned blocks differ
+            b = f"{prefix}blocks.{i}."
+            sd.update({b + "norm1.weight": z(width, value=v), b + "norm1.bias": z(width, value=v),
+                       b + "attn.qkv.weight": z(3 * width, width, value=v), b + "attn.qkv.bias": z(3 * width, value=v),
+                       b + "attn.proj.weight": z(width, width, value=v), b + "attn.proj.bias": z(width, value=v),
+                       b + "norm2.weight": z(width, value=v), b + "norm2.bias": z(width, value=v),
+                       b + "mlp.fc1.weight": z(4 * width, width, value=v), b + "mlp.fc1.bias": z(4 * width, value=v),
+                       b + "mlp.fc2.weight": z(width, 4 * width, value=v), b + "mlp.fc2.bias": z(width, value=v)})
+    s = "slot_attn."
+    sd.update({s + "layer_norm.weight": z(width), s + "layer_norm.bias": z(width), s + "mlp.0.weight": z(width, width),
+               s + "mlp.0.bias": z(width), s + "mlp.2.weight": z(width, width), s + "mlp.2.bias": z(width)})
+    if stage2:
+        sd[s + "slots_init.weight"] = z(slots, slot)
+    else:
+        sd.update({s + "slot_mu": z(1, 1, slot), s + "slot_log_sigma": z(1, 1, slot)})
+    a = s + "slot_attention."
+    for norm, dim in (("norm_inputs", width), ("norm_slots", slot), ("norm_mlp", slot)):
+        sd.update({f"{a}{norm}.weight": z(dim), f"{a}{norm}.bias": z(dim)})
+    sd.update({a + "project_q.weight": z(slot, slot), a + "project_k.weight": z(slot, width),
+               a + "project_v.weight": z(slot, width), a + "gru.weight_ih": z(3 * slot, slot),
+               a + "gru.weight_hh": z(3 * slot, slot), a + "gru.bias_ih": z(3 * slot), a + "gru.bias_hh": z(3 * slot),
+               a + "mlp.0.weight": z(hidden, slot), a + "mlp.0.bias": z(hidden), a + "mlp.2.weight": z(slot, hidden),
+               a + "mlp.2.bias": z(slot)})
+    sd.update({"input_proj.0.weight": z(width, width), "input_proj.1.weight": z(width), "input_proj.1.bias": z(width),
+               "slot_proj.0.weight": z(width, slot), "slot_proj.1.weight": z(width), "slot_proj.1.bias": z(width),
+               "bos_tokens": z(9, 1, 1, width), "dec.layer_norm.weight": z(width), "dec.layer_norm.bias": z(width)})
+    for j in range(blocks):
+        d = f"dec.blocks.{j}."
+        sd[d + "self_attn_mask"] = torch.ones(tokens, tokens, dtype=torch.bool).triu(1)
+        for norm in ("self_attn_layer_norm", "encoder_decoder_attn_layer_norm", "ffn_layer_norm"):
+            sd.update({f"{d}{norm}.weight": z(width), f"{d}{norm}.bias": z(width)})
+        for attn in ("self_attn", "encoder_decoder_attn"):
+            sd.update({f"{d}{attn}.proj_{p}.weight": z(width, width) for p in "qkvo"})
+        sd.update({d + "ffn.0.weight": z(4 * width, width), d + "ffn.0.bias": z(4 * width),
+                   d + "ffn.2.weight": z(width, 4 * width), d + "ffn.2.bias": z(width)})
+    return {"epoch": 0, "best_val_loss": 0.0, "best_epoch": 0, "model": sd, "optimizer": {}}
+
+
+def test_released_size_stage2_layout():
+    """The layout generator reproduces the official fixture's keys and shapes at its sizes; at the
+    released sizes (ViT-B/16, 224 px, 7 slots, 4 decoder blocks, blocks 8-11 fine-tuned) the file is
+    read as dino_vitb16 with no override and fits this project's model key for key."""
+    from models import build_model
+    from utils.checkpoint import describe_key_mismatch, model_state
+
+    fixture = read_torch_file(FIXTURES / "spot_stage2" / "checkpoint.pt.tar")["model"]
+    small = _spot_layout(width=64, depth=2, slot=32, hidden=64, tokens=16, blocks=2, slots=4)["model"]
+    assert {k: tuple(v.shape) for k, v in small.items()} == {k: tuple(v.shape) for k, v in fixture.items()}
+
+    obj = _spot_layout()
+    fmt = find_format(obj)
+    assert fmt.name == "spot_stage2"
+    imported = fmt.convert(obj)
+    config, encoder = imported.model_config, imported.encoder
+    assert (config["image_size"], config["num_slots"], config["num_dec_blocks"], config["num_heads"]) == (224, 7, 4, 6)
+    assert config["train_permutations"] == "random" and config["use_second_encoder"]
+    assert encoder["name"] == "dino_vitb16" and "model_overrides" not in encoder
+    assert encoder["finetune_blocks_after"] == 8 and "num_slots" not in imported.assumed
+    with torch.device("meta"):
+        model = build_model("spot", config, {**encoder, "pretrained": False})
+    expected = {k: v for k, v in model_state(model).items()
+                if not k.startswith(("encoder.", "target_encoder.")) or (k.startswith("encoder.vit.blocks.")
+                                                                         and int(k.split(".")[3]) >= 8)}
+    assert describe_key_mismatch(imported.model_state, expected) is None
+    assert describe_key_mismatch(imported.encoder_state, model.target_encoder.vit.state_dict()) is None
