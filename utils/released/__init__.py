@@ -176,11 +176,19 @@ def write_encoder_weights(state: dict[str, torch.Tensor], path: str | os.PathLik
     """Write the released file's frozen ViT to ``path`` (``.safetensors``), atomically."""
     from safetensors.torch import save_file
 
+    import tempfile
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, path)
+    # A unique temporary name: several processes (torchrun ranks) may write the same cache file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous() for k, v in state.items()}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return path
 
 
