@@ -28,6 +28,13 @@ if REPO_ROOT not in sys.path:
 from utils.errors import UserError, run_cli  # noqa: E402
 
 ENCODER_FILE = "encoder.safetensors"
+# The evaluation script of each kind of model (image models: eval_spot.py).
+EVAL_HINTS = {
+    "image": "python eval_spot.py --dataset DATASET --data_path PATH --checkpoint_path {out}",
+    "smtc": "python eval_smtc.py --task propagation --davis_path DAVIS --checkpoint_path {out}",
+    "slotcon": "python eval_slotfa.py probe --checkpoint {out} --train-dir TRAIN --val-dir VAL",
+    "slotfa": "python eval_slotfa.py probe --checkpoint {out} --train-dir TRAIN --val-dir VAL",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,20 +74,20 @@ def main(argv: list[str] | None = None) -> dict:
     checkpoint = to_checkpoint(imported, str(Path(args.path).resolve()), encoder_path=encoder_path)
     try:  # build and load once: a setting that does not fit fails here, not at evaluation
         check_loads(checkpoint, str(args.path))
-    except UserError:
+    except (UserError, RuntimeError, ValueError) as err:  # the last two: a setting the model's own checks reject
         if encoder_path is not None:
             encoder_path.unlink(missing_ok=True)
-        raise
-    except (RuntimeError, ValueError) as err:  # a setting the model's own checks reject
-        if encoder_path is not None:
-            encoder_path.unlink(missing_ok=True)
+        if not any(out.iterdir()):
+            out.rmdir()
+        if isinstance(err, UserError):
+            raise
         raise UserError(f"the imported model cannot be built with these settings ({str(err).splitlines()[0][:160]}); "
-                        f"check --set values") from err
+                        "check --set values") from err
     save_checkpoint(out / CHECKPOINT_NAME, checkpoint)
     save_args(out, {**checkpoint["args"], "method": checkpoint["method"]})
     written = [out / CHECKPOINT_NAME, out / "args.yaml"] + ([encoder_path] if encoder_path else [])
     log.info(f"wrote {', '.join(str(p) for p in written)}")
-    print(f"evaluate with: python eval_spot.py --dataset DATASET --data_path PATH --checkpoint_path {out}")
+    print("evaluate with: " + EVAL_HINTS.get(checkpoint["method"], EVAL_HINTS["image"]).format(out=out))
     return checkpoint
 
 
