@@ -104,6 +104,11 @@ def test_eval_spot_takes_the_released_file_directly(tmp_path, caplog):
                              "--eval_permutations", "all", *EVAL])
     assert record["released_format"] == "spot_stage1"
     assert list((tmp_path / "cache").glob("*.safetensors")), "the stored ViT is kept for the encoder record"
+    # The seed's command as written for the final SPOT model (stage 2; its slot count is in the file).
+    stage2 = eval_spot.main(["--checkpoint_path", str(FIXTURES / "spot_stage2" / "checkpoint.pt.tar"), "--num_slots",
+                             "4", "--num_heads", "2", "--eval_permutations", "all", *EVAL,
+                             "--log_path", str(tmp_path / "s2")])
+    assert stage2["released_format"] == "spot_stage2" and stage2["eval_permutations"] == "all"
     # A flag that contradicts what the file records is refused with one line.
     with pytest.raises(UserError, match="--slot_size 16 does not match the checkpoint"):
         eval_spot.main(["--checkpoint_path", str(released), "--num_slots", "4", "--num_heads", "2",
