@@ -26,11 +26,12 @@ from metrics import SegmentationMetrics
 from metrics.baselines import baseline_labels
 from models import METHODS, MethodSpec, build_model, model_config_of
 from utils import distributed
-from utils.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
+from utils.checkpoint import load_model_state, resolve_checkpoint
 from utils.cli import add_data_args, add_encoder_args, data_options, one_line_errors
 from utils.errors import UserError, run_cli
 from utils.evaluation import evaluate
 from utils.logging import METRICS_JSON, get_logger, write_json
+from utils.released import checkpoint_settings, load_any_checkpoint
 from utils.run import explicit_flags, seed_everything, select_device
 from utils.train import make_loader
 from utils.visualize import save_mask_grid, save_prediction_grid
@@ -47,7 +48,10 @@ ADAPTIVE_METRICS = ("num_slots_kept", "precision", "recall", "f1", "ami", "nmi",
 def build_parser(method: str | None = HELP_METHOD) -> argparse.ArgumentParser:
     """Common evaluation flags plus the model flags of ``method`` (none for unregistered methods)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint_path", required=True, help="checkpoint.pt.tar or its run folder")
+    parser.add_argument("--checkpoint_path", required=True,
+                        help="checkpoint.pt.tar or its run folder, or a released checkpoint (docs/released_models.md)")
+    parser.add_argument("--trust_checkpoint", action="store_true",
+                        help="fully unpickle the checkpoint (can run code in it; only for files you trust)")
     add_data_args(parser)
     add_encoder_args(parser)
     if method in METHODS:
@@ -89,20 +93,24 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, set[str], Path, d
     """Two passes: the checkpoint names the method, whose model flags the second pass accepts."""
     first = argparse.ArgumentParser(add_help=False)
     first.add_argument("--checkpoint_path")
+    first.add_argument("--trust_checkpoint", action="store_true")
     known, _ = first.parse_known_args(argv)
     if known.checkpoint_path is None:
         parser = build_parser()
         one_line_errors(parser)
         parser.parse_args(argv)  # --help, or the usual "required" error
     ckpt_path = resolve_checkpoint(known.checkpoint_path)
-    checkpoint = load_checkpoint(ckpt_path)
+    checkpoint = load_any_checkpoint(ckpt_path, trust=known.trust_checkpoint)  # ours, or released (imported)
     method = checkpoint["method"]
     parser = build_parser(method)
     one_line_errors(parser)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         raise UserError(f"{' '.join(unknown)}: not a flag for evaluating a {method} checkpoint; see --help")
-    return args, explicit_flags(parser, argv), ckpt_path, checkpoint
+    typed = explicit_flags(parser, argv)
+    # A released file leaves some settings open (SPOT: --num_slots, --num_heads): typed flags give them.
+    checkpoint = checkpoint_settings(checkpoint, {name: getattr(args, name) for name in typed})
+    return args, typed, ckpt_path, checkpoint
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -175,6 +183,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, typed: set[str], ckpt_path: P
         "method": method,
         "checkpoint": str(ckpt_path),
         "step": checkpoint.get("step"),
+        **({"released_format": checkpoint["released"]["format"]} if checkpoint.get("released") else {}),
         "dataset": args.dataset,
         "split": args.split,
         **({"eval_permutations": config_dict["eval_permutations"]} if "eval_permutations" in config_dict else {}),

@@ -24,11 +24,12 @@ import torch
 from tqdm import tqdm
 
 from models import METHODS, build_model
-from utils.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
+from utils.checkpoint import load_model_state, resolve_checkpoint
 from utils.errors import UserError, run_cli
 from utils.inference import (RESIZE_MODES, UnreadableImage, labels_for_input, list_inputs, match_slots,
                              pick_mask_source, read_image, to_model_input, write_prediction)
 from utils.logging import get_logger
+from utils.released import load_any_checkpoint
 from utils.run import select_device
 from utils.visualize import grid_column, save_overlay_grid
 
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, dict, int]:
     """The checkpoint's model in eval mode, its record, and its square input side."""
     ckpt_path = resolve_checkpoint(args.checkpoint)
-    checkpoint = load_checkpoint(ckpt_path)
+    checkpoint = load_any_checkpoint(ckpt_path)  # ours, or a released file (imported in memory)
     method = checkpoint["method"]
     if method not in METHODS:
         raise UserError(f"{ckpt_path} is a {method!r} checkpoint, which predict.py cannot render; "

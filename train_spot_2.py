@@ -19,9 +19,10 @@ import train_spot
 from models.slot_attention import INIT_METHODS, TRUNCATIONS
 from models.spot import PERMUTATION_MODES
 from models.spot_self_training import build_student, load_teacher, teacher_fingerprint
-from utils.checkpoint import load_checkpoint, resolve_checkpoint
+from utils.checkpoint import resolve_checkpoint
 from utils.cli import build_datasets, parse_train_args
 from utils.errors import UserError, run_cli
+from utils.released import checkpoint_settings, load_any_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +51,11 @@ def teacher_from(args: argparse.Namespace):
     if not args.teacher_checkpoint_path:
         raise UserError("--teacher_checkpoint_path is required: the stage-1 checkpoint.pt.tar of train_spot.py")
     path = resolve_checkpoint(args.teacher_checkpoint_path)
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_any_checkpoint(path)  # ours, or SPOT's released stage 1 (imported in memory)
+    # What a released file does not record is what the official stage 2 builds its teacher with.
+    checkpoint = checkpoint_settings(checkpoint, {"num_slots": args.num_slots, "num_heads": args.num_heads,
+                                                  "num_cross_heads": args.num_cross_heads,
+                                                  "num_iterations": args.num_iterations})
     teacher, spec = load_teacher(args, checkpoint, str(path))
     record = {"checkpoint": str(path.resolve()), "step": checkpoint.get("step"),
               "fingerprint": teacher_fingerprint(checkpoint["model"])}

@@ -28,6 +28,8 @@ def build_encoder_from_spec(spec: dict[str, Any]):
         weights_path=spec.get("weights_path"),
         finetune_blocks_after=spec.get("finetune_blocks_after", 100),
         final_norm=spec.get("final_norm", False),
+        # Sizes of a ViT that is not the named model's (read from a released file's tensors).
+        model_overrides=spec.get("model_overrides"),
     )
     expected = spec.get("fingerprint")
     if expected is not None and encoder.is_pretrained:

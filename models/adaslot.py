@@ -49,6 +49,9 @@ class AdaSlotConfig:
     use_sparsity_loss: bool = False
     sparsity_weight: float = 0.1
     keep_rule: str = "gumbel"
+    # Hidden width of the input MLP (LN -> Linear(D, h) -> ReLU -> Linear(h, Ds)); None: the
+    # feature width D, as in DINOSAUR/AdaSlot. Imports of resized released files set it.
+    input_mlp_hidden: int | None = None
 
     @classmethod
     def from_args(cls, args: Any) -> "AdaSlotConfig":
@@ -128,7 +131,9 @@ class AdaSlot(nn.Module):
         self.grid = encoder.token_grid(config.image_size)
         dim, d = encoder.embed_dim, config.slot_size
         # DINOSAUR's input MLP: LN(768) -> 768 -> ReLU -> D (default weights, zero biases).
-        self.input_mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, d))
+        hidden = config.input_mlp_hidden or dim
+        self.input_mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.ReLU(inplace=True),
+                                       nn.Linear(hidden, d))
         for layer in (self.input_mlp[1], self.input_mlp[3]):
             nn.init.zeros_(layer.bias)
         self.slot_attention = SlotAttention(

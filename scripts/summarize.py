@@ -5,11 +5,16 @@ Example (from the repository root)::
 
     python scripts/summarize.py sweeps/dinosaur            # prints Markdown, writes summary.md/.csv
     python scripts/summarize.py logs --metrics fg_ari mbo_i
+    python scripts/summarize.py runs/released --released   # imported released models (docs/released_models.md)
 
 Runs are grouped by their recorded flags (``args.yaml``) except the seed, paths and flags that
 do not change results (workers, device, resume bookkeeping); the table shows the flags that
 differ between groups, the number of runs, their seeds and each metric's mean +- sample
 standard deviation (``-`` for a single run).
+
+With ``--released`` the table has one row per evaluation of an imported released checkpoint
+(every ``metrics.json`` that records a ``released_format``): model folder, format, dataset,
+protocol and metrics, with the authors' published figures beside them where known.
 """
 from __future__ import annotations
 
@@ -35,6 +40,52 @@ DEFAULT_METRICS = ("fg_ari", "ari", "mbo_i", "mbo_c", "miou", "corloc", "mse")
 # Flags that name or steer a run without changing its result.
 NOT_CONFIG = {"seed", "log_path", "run_name", "resume", "checkpoint_path", "auto_resume", "num_workers", "device",
               "eval_batch_size", "checkpoint_every", "timeout", "max_steps"}
+
+
+# Figures the authors published for a released file: (format, dataset) -> metric -> value.
+PUBLISHED: dict[tuple[str, str], dict[str, float]] = {
+    ("spot_stage2", "coco"): {"mbo_i": 34.9, "mbo_c": 44.8},  # SPOT README, --eval_permutations all
+    ("spot_stage2", "voc"): {"mbo_i": 48.6, "mbo_c": 55.7},
+}
+
+
+def collect_released(root: Path) -> list[dict[str, Any]]:
+    """One record per ``metrics.json`` under ``root`` written for an imported released checkpoint."""
+    records = []
+    for metrics_file in sorted(root.rglob("metrics.json")):
+        try:
+            record = json.loads(metrics_file.read_text())
+        except json.JSONDecodeError as err:
+            raise UserError(f"cannot read {metrics_file} ({type(err).__name__}); remove or fix it") from err
+        if isinstance(record, dict) and record.get("released_format"):
+            records.append({"folder": metrics_file.parent.relative_to(root).as_posix() or ".", **record})
+    return records
+
+
+def released_markdown(records: list[dict[str, Any]], metric_names: list[str]) -> tuple[str, list[dict[str, Any]]]:
+    """(Markdown table, CSV rows) of released-model evaluations, published figures in brackets."""
+    header = ["model", "format", "dataset", "protocol", *metric_names]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
+    for record in records:
+        published = PUBLISHED.get((record["released_format"], record.get("dataset")), {})
+        protocol = record.get("eval_protocol") or "-"
+        if record.get("eval_permutations"):
+            protocol += f", orderings {record['eval_permutations']}"
+        row: dict[str, Any] = {"model": record["folder"], "format": record["released_format"],
+                               "dataset": record.get("dataset"), "protocol": protocol}
+        cells = [row["model"], row["format"], str(row["dataset"]), protocol]
+        for name in metric_names:
+            value = record.get(name)
+            value = float(value) if isinstance(value, (int, float)) else math.nan
+            row[name], row[f"{name}_published"] = value, published.get(name, math.nan)
+            cell = "-" if math.isnan(value) else f"{value:.2f}"
+            if name in published:
+                cell += f" (published {published[name]:.1f})"
+            cells.append(cell)
+        rows.append(row)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n", rows
 
 
 def collect(root: Path) -> list[dict[str, Any]]:
@@ -105,10 +156,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("folder", help="a sweep folder, or any folder holding run folders")
     parser.add_argument("--metrics", nargs="+", default=None, help=f"columns (default: those of {DEFAULT_METRICS} present)")
     parser.add_argument("--out", default=None, help="prefix of the .md and .csv files (default: <folder>/summary)")
+    parser.add_argument("--released", action="store_true",
+                        help="one row per evaluated released model, with the published figures (default prefix: "
+                             "<folder>/released)")
     args = parser.parse_args(argv)
     root = Path(args.folder)
     if not root.is_dir():
         raise UserError(f"{root} is not a folder; pass a sweep folder (scripts/sweep.py --out) or a --log_path")
+    if args.released:
+        return _released(root, args)
     runs = collect(root)
     if not runs:
         raise UserError(f"no finished run (args.yaml + metrics.json) under {root}; train or finish the runs first")
@@ -128,6 +184,26 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         writer.writerows(rows)
     print(table, end="")
     print(f"{len(runs)} runs in {len(rows)} configurations; wrote {prefix.with_suffix('.md')} and {prefix.with_suffix('.csv')}")
+    return rows
+
+
+def _released(root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    records = collect_released(root)
+    if not records:
+        raise UserError(f"no evaluation of an imported released model under {root}; run scripts/evaluate_released.sh "
+                        "or eval_spot.py on an imported run folder first")
+    present = {k for record in records for k in record}
+    metric_names = args.metrics or [m for m in DEFAULT_METRICS if m in present]
+    table, rows = released_markdown(records, metric_names)
+    prefix = Path(args.out) if args.out else root / "released"
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    prefix.with_suffix(".md").write_text(table)
+    with open(prefix.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(table, end="")
+    print(f"{len(rows)} evaluations of released models; wrote {prefix.with_suffix('.md')} and {prefix.with_suffix('.csv')}")
     return rows
 
 
