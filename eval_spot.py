@@ -27,7 +27,7 @@ from metrics.baselines import baseline_labels
 from models import METHODS, MethodSpec, build_model, model_config_of
 from utils import distributed
 from utils.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
-from utils.cli import add_data_args, add_encoder_args, data_options, one_line_errors
+from utils.cli import add_data_args, add_encoder_args, add_trust_arg, data_options, one_line_errors
 from utils.errors import UserError, run_cli
 from utils.evaluation import evaluate
 from utils.logging import METRICS_JSON, get_logger, write_json
@@ -50,6 +50,7 @@ def build_parser(method: str | None = HELP_METHOD) -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint_path", required=True, help="checkpoint.pt.tar or its run folder")
     add_data_args(parser)
     add_encoder_args(parser)
+    add_trust_arg(parser)
     if method in METHODS:
         METHODS[method]().add_model_args(parser)
     if method == "spot":
@@ -89,13 +90,14 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, set[str], Path, d
     """Two passes: the checkpoint names the method, whose model flags the second pass accepts."""
     first = argparse.ArgumentParser(add_help=False)
     first.add_argument("--checkpoint_path")
+    first.add_argument("--trust_checkpoint", action="store_true")
     known, _ = first.parse_known_args(argv)
     if known.checkpoint_path is None:
         parser = build_parser()
         one_line_errors(parser)
         parser.parse_args(argv)  # --help, or the usual "required" error
     ckpt_path = resolve_checkpoint(known.checkpoint_path)
-    checkpoint = load_checkpoint(ckpt_path)
+    checkpoint = load_checkpoint(ckpt_path, trust=known.trust_checkpoint)
     method = checkpoint["method"]
     parser = build_parser(method)
     one_line_errors(parser)
@@ -132,7 +134,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, typed: set[str], ckpt_path: P
             raise UserError(f"--which_encoder {args.which_encoder} does not match the checkpoint ({encoder['name']})")
     seed_everything(args.seed)
     device = select_device(args.device)
-    model = build_model(method, config_dict, encoder)
+    model = build_model(method, config_dict, encoder, trust=args.trust_checkpoint)
     load_model_state(model, checkpoint["model"], source=str(ckpt_path))
     model.to(device)
 

@@ -50,7 +50,7 @@ def teacher_from(args: argparse.Namespace):
     if not args.teacher_checkpoint_path:
         raise UserError("--teacher_checkpoint_path is required: the stage-1 checkpoint.pt.tar of train_spot.py")
     path = resolve_checkpoint(args.teacher_checkpoint_path)
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, trust=args.trust_checkpoint, what="--teacher_checkpoint_path")
     teacher, spec = load_teacher(args, checkpoint, str(path))
     record = {"checkpoint": str(path.resolve()), "step": checkpoint.get("step"),
               "fingerprint": teacher_fingerprint(checkpoint["model"])}
