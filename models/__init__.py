@@ -179,8 +179,8 @@ def model_config_of(method: str, model_config: dict[str, Any], source: str = "th
     missing = [name for name in fields if name not in model_config]
     unknown = sorted(set(model_config) - set(fields))
     if unknown:
-        raise UserError(f"{source}: its model settings ({', '.join(unknown[:4])}) do not fit a {method} model; it was "
-                        f"not written by this project's train script for {method}")
+        raise UserError(f"{source}: its model settings do not fit a {method} model ({', '.join(unknown[:4])} are "
+                        f"unknown to it); it was not written by this project's train script for {method}")
     if missing:
         raise UserError(f"{source}: its model_config lacks {', '.join(missing[:6])}, needed to rebuild the {method} "
                         "model exactly (the file was edited or written by other code); use the run's original checkpoint")

@@ -54,17 +54,18 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
         raise
 
 
+# Exact types: a subclass (numpy.float64 is a float, an enum member an int) pickles its own class.
 _PRIMITIVES = (str, int, float, bool, type(None), torch.dtype, torch.device, torch.Size)
 
 
 def plain(obj: Any, where: str = "checkpoint") -> Any:
     """``obj`` with paths as strings, numpy scalars as Python numbers; a ``TypeError`` naming the
     first entry that is not a tensor, a plain container or a primitive (it would need unpickling)."""
-    if isinstance(obj, (torch.Tensor, *_PRIMITIVES)):
+    if isinstance(obj, torch.Tensor) or type(obj) in _PRIMITIVES:
         return obj
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
-    if isinstance(obj, np.generic):
+    if isinstance(obj, np.generic) and not isinstance(obj, np.object_):
         return obj.item()
     if isinstance(obj, dict):  # an unchanged dict is kept as is (a state_dict keeps its OrderedDict metadata)
         items = {plain(k, f"{where} key"): plain(v, f"{where}[{k!r}]") for k, v in obj.items()}

@@ -282,10 +282,6 @@ def parse_train_args(
         ckpt_file = ckpt_file / CHECKPOINT_NAME
     run_dir = ckpt_file.parent
     recorded = load_args(run_dir)
-    # Stopped before its first checkpoint: start again in the same folder.
-    trust = bool(getattr(args, "trust_checkpoint", False))
-    checkpoint = load_checkpoint(ckpt_file, trust=trust, training=True) \
-        if ckpt_file.exists() or not Path(resume_from).is_dir() else None
     known = {action.dest for action in parser._actions}  # noqa: SLF001 - argparse has no public accessor
     foreign = sorted(set(recorded) - known)
     if foreign:
@@ -293,6 +289,10 @@ def parse_train_args(
             f"{run_dir} was written by another training script (flags {', '.join('--' + f for f in foreign[:3])} "
             f"are unknown here); resume it with the script that trained it"
         )
+    # Stopped before its first checkpoint: start again in the same folder.
+    trust = bool(getattr(args, "trust_checkpoint", False))
+    checkpoint = load_checkpoint(ckpt_file, trust=trust, training=True) \
+        if ckpt_file.exists() or not Path(resume_from).is_dir() else None
     runtime = (*RUNTIME_FLAGS, *INVOCATION_FLAGS, *extra_runtime_flags)
     for name in sorted(typed - set(runtime) - set(RESUME_FLAGS)):
         if recorded.get(name) != getattr(args, name):

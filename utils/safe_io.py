@@ -70,6 +70,8 @@ def read_torch_file(
                 return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = unsafe_globals(path, err)
+        if found is None:  # not a pickle at all: garbage or a truncated file
+            raise UserError(f"{what} {path} is unreadable or truncated (not a torch file); use another file") from None
         if not trust:
             raise UserError(
                 f"{what} {path} needs full unpickling, which can run code stored in the file (it pickles {found}); "
@@ -92,20 +94,20 @@ def warn_trusted(path: Path, found: str) -> None:
                          "code stored in the file runs now")
 
 
-def unsafe_globals(path: Path, err: BaseException | None = None) -> str:
-    """The globals (``module.name``) a pickle refers to beyond plain data, as one short phrase.
+def unsafe_globals(path: Path, err: BaseException | None = None) -> str | None:
+    """The globals (``module.name``) a pickle refers to beyond plain data, as one short phrase;
+    None when ``path`` is not a readable pickle (garbage, or cut short).
 
     Read without unpickling: torch's own scan for zip checkpoints, else a scan of the pickle's
     opcodes (plain pickles, legacy torch files), else the name in torch's error message.
     """
-    names: list[str] = []
     try:
         if zipfile.is_zipfile(path):
             names = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
         else:
             names = _pickle_globals(path)
-    except Exception:  # noqa: BLE001 - a best-effort description only
-        names = []
+    except Exception:  # noqa: BLE001 - not a (complete) pickle
+        return None
     names = [n for n in names if n not in _allowed_names()]
     if not names and err is not None:
         names = re.findall(r"GLOBAL ([\w.]+)", str(err))
@@ -144,6 +146,8 @@ def _pickle_globals(path: Path, limit: int = 1 << 26) -> list[str]:
             names.append(f"{strings[-2]}.{strings[-1]}")
         if opcode.name == "STOP":
             break
+    else:
+        raise ValueError("the pickle has no end")  # cut short
     return [n for n in names if not _TORCH_OWN.match(n)]
 
 
