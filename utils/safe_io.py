@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import pickle
 import pickletools
 import re
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -89,9 +89,8 @@ def read_torch_file(
 
 def warn_trusted(path: Path, found: str) -> None:
     """The warning printed whenever ``--trust_checkpoint`` makes a file be fully unpickled."""
-    # The project's console logger (utils.logging.get_logger's name), without importing orchestration.
-    logging.getLogger("ocl").warning(f"WARNING: {TRUST_FLAG}: fully unpickling {path} (it pickles {found}); "
-                         "code stored in the file runs now")
+    print(f"warning: {TRUST_FLAG}: fully unpickling {path} (it pickles {found}); code stored in the file runs now",
+          file=sys.stderr, flush=True)
 
 
 def unsafe_globals(path: Path, err: BaseException | None = None) -> str | None:
