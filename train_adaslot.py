@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 def inherit_from_stage1(parser: argparse.ArgumentParser, argv: list[str] | None, first: argparse.Namespace) -> dict:
     """Load and check the warm-start checkpoint; stage 2 takes its architecture and encoder as defaults."""
     source = first.warmstart_checkpoint
-    warm = load_checkpoint(source, trust=first.trust_checkpoint, what="--warmstart_checkpoint")
+    warm = load_checkpoint(source, trust=first.trust_checkpoint, methods=("adaslot",), what="--warmstart_checkpoint")
     check_warm_start_source(warm, source, first.use_adaptive_slot_attention)
     typed, stored, enc = explicit_flags(parser, argv), warm["model_config"], warm["encoder"]
     for name in ARCHITECTURE_FIELDS:

@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
         fa_sigma2=args.fa_sigma2, fa_grad=args.fa_grad, fa_weight=args.fa_weight,
     )
     device = select_device(args.device)
-    model: nn.Module = SlotCon(config, None if checkpoint is not None else args.pretrained_weights, args.trust_checkpoint)
+    weights = None if checkpoint is not None else args.pretrained_weights
+    model: nn.Module = SlotCon(config, weights, args.trust_checkpoint)
     model = model.to(device)  # the Trainer converts BatchNorm to SyncBatchNorm under DDP on GPUs
 
     lr = args.batch_size / 256 * args.base_lr

@@ -76,7 +76,7 @@ def _spot() -> MethodSpec:
 
     return MethodSpec(
         SPOTConfig,
-        lambda config, encoder, trust=False: SPOT(build_encoder_from_spec(encoder, trust), config),  # type: ignore[arg-type]
+        lambda config, encoder, trust=False: SPOT(build_encoder_from_spec(encoder, trust), config),
         add_model_args,
         frozenset({"eval_permutations"}),
         check_config,
@@ -103,7 +103,7 @@ def _adaslot() -> MethodSpec:
 
     return MethodSpec(
         AdaSlotConfig,
-        lambda config, encoder, trust=False: AdaSlot(build_encoder_from_spec(encoder, trust), config),  # type: ignore[arg-type]
+        lambda config, encoder, trust=False: AdaSlot(build_encoder_from_spec(encoder, trust), config),
         add_model_args,
         frozenset({"keep_rule"}),
         check_config,
@@ -133,7 +133,7 @@ def _smtc() -> MethodSpec:
 
     return MethodSpec(
         SMTCConfig,
-        lambda config, encoder, trust=False: SMTC(build_encoder_from_spec(encoder, trust), config),  # type: ignore[arg-type]
+        lambda config, encoder, trust=False: SMTC(build_encoder_from_spec(encoder, trust), config),
         _no_model_flags,
         image_model=False,
         encoder_record=True,
@@ -183,7 +183,8 @@ def model_config_of(method: str, model_config: dict[str, Any], source: str = "th
                         f"unknown to it); it was not written by this project's train script for {method}")
     if missing:
         raise UserError(f"{source}: its model_config lacks {', '.join(missing[:6])}, needed to rebuild the {method} "
-                        "model exactly (the file was edited or written by other code); use the run's original checkpoint")
+                        "model exactly (the file was edited or written by other code); use the run's original "
+                        "checkpoint")
     try:
         return spec.config_cls(**model_config)
     except TypeError as err:
@@ -201,6 +202,9 @@ def check_model_record(method: str, model_config: Any, encoder: Any, source: str
     incomplete or foreign ``model_config``, missing or incomplete encoder record."""
     if not isinstance(method, str):
         raise UserError(f"{source}: its method entry is a {type(method).__name__}; use the run's original checkpoint")
+    if method not in METHODS:
+        raise UserError(f"{source} is a {method!r} checkpoint, which this version of the code cannot build "
+                        f"(known: {', '.join(METHODS)})")
     spec = method_spec(method)
     model_config_of(method, model_config, source)
     if spec.encoder_record and not isinstance(encoder, dict):
@@ -209,7 +213,8 @@ def check_model_record(method: str, model_config: Any, encoder: Any, source: str
     if isinstance(encoder, dict):
         lacking = [k for k in ENCODER_RECORD_KEYS if k not in encoder]
         if lacking:
-            raise UserError(f"{source}: its encoder record lacks {', '.join(lacking)}; use the run's original checkpoint")
+            raise UserError(f"{source}: its encoder record lacks {', '.join(lacking)}; use the run's original "
+                            "checkpoint")
 
 
 def build_model(method: str, model_config: dict[str, Any], encoder_spec: dict[str, Any] | None,

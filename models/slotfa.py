@@ -223,7 +223,8 @@ def momentum_at(step: int, total_steps: int, base: float) -> float:
 class SlotCon(nn.Module):
     """SlotCon / SlotFA student-teacher pair. ``forward`` trains on two views or predicts on ``image``."""
 
-    def __init__(self, config: SlotConConfig, pretrained_weights: str | None = None, trust_weights: bool = False) -> None:
+    def __init__(self, config: SlotConConfig, pretrained_weights: str | None = None,
+                 trust_weights: bool = False) -> None:
         """``pretrained_weights``: a torchvision ResNet file to start from (``trust_weights``: the
         user's ``--trust_checkpoint``, for a file that needs full unpickling)."""
         super().__init__()

@@ -194,7 +194,7 @@ def _edited(world: dict, tmp_path: Path, edit: Callable[[dict], None]) -> Path:
     (lambda s: s.update(format_version="1"), "format_version '1'"),
     (lambda s: s.pop("format_version"), "lacks format_version"),
     (lambda s: s["model_config"].update(vocab_size=4), "do not fit a slot_attention model (vocab_size"),
-    (lambda s: s.update(method="no_such_method"), "method 'no_such_method' cannot be built"),
+    (lambda s: s.update(method="no_such_method"), "'no_such_method' checkpoint, which this version of the code cannot build"),
     (lambda s: s.update(model=[1, 2]), "'model' entry is not a state dict"),
 ], ids=["no-num_slots", "no-model_config", "version-999", "version-str", "no-version", "foreign-key", "method",
         "model-list"])
@@ -235,6 +235,18 @@ def test_files_of_another_kind_are_named(world, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="is a slot_attention checkpoint; this needs a smtc checkpoint"):
         eval_smtc.main(["--task", "propagation", "--davis_path", str(world["root"] / "DAVIS"),
                         "--checkpoint_path", str(world["run"])])
+    from dataclasses import asdict
+
+    from models.smtc import SMTCConfig
+
+    encoder = {"name": "vit_micro_p8", "pretrained": False, "finetune_blocks_after": 0, "final_norm": False}
+    torch.save({"format_version": 2, "method": "smtc", "model_config": asdict(SMTCConfig()), "encoder": encoder,
+                "model": {}}, tmp_path / "smtc.pt.tar")
+    with pytest.raises(UserError, match="is a smtc checkpoint of a video model; evaluate it with eval_smtc.py"):
+        eval_spot.main(["--checkpoint_path", str(tmp_path / "smtc.pt.tar"), *EVAL])
+    with pytest.raises(UserError, match="is a smtc checkpoint of a video model; predict.py renders image models"):
+        predict.main(["--checkpoint", str(tmp_path / "smtc.pt.tar"), "--input", str(world["images"]),
+                      "--output", str(tmp_path / "p")])
     from safetensors.torch import save_file
 
     save_file({"w": torch.ones(1)}, str(tmp_path / "bare.safetensors"))

@@ -163,7 +163,8 @@ def check_checkpoint(state: Any, source: str, *, methods: Iterable[str] | None =
     state = upgrade_checkpoint(state)
     method = state["method"]
     if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
-        raise UserError(f"{source}: its 'model' entry is not a state dict of tensors; use the run's original checkpoint")
+        raise UserError(f"{source}: its 'model' entry is not a state dict of tensors; use the run's original "
+                        "checkpoint")
     if methods is not None:
         accepted = list(methods)
         if method not in accepted:
