@@ -344,3 +344,16 @@ def test_exported_teacher_is_the_same_teacher(tmp_path: Path) -> None:
     assert records[0][0] == records[1][0]
     for key, value in records[0][1].items():
         torch.testing.assert_close(records[1][1][key], value, rtol=0, atol=0)
+
+
+def test_resnet_weights_may_be_safetensors(tmp_path: Path) -> None:
+    """--pretrained_weights (SlotCon/SlotFA) reads .safetensors as well as torch files."""
+    from safetensors.torch import save_file
+
+    from models.resnet import ResNet, load_torchvision_weights
+
+    source, target = ResNet("tiny_resnet50"), ResNet("tiny_resnet50")
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "r.safetensors"))
+    load_torchvision_weights(target, tmp_path / "r.safetensors")
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(target.state_dict()[key], value, rtol=0, atol=0)
