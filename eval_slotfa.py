@@ -23,20 +23,28 @@ from torch.utils.data import DataLoader, Dataset
 from datasets.image_folder import IMAGE_SUFFIXES, ImageFiles, LabelledImageFolder, Preprocessed, ShapesImages
 from models import build_model
 from utils.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
+from utils.cli import add_trust_arg
 from utils.errors import UserError, run_cli
 from utils.probe import knn_accuracy, linear_probe_accuracy, prototype_scores
 from utils.run import select_device
 from utils.visualize import save_prototype_grid
 
 
-def load(path: str, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any], Path]:
+def load(path: str, device: torch.device, trust: bool = False) -> tuple[torch.nn.Module, dict[str, Any], Path]:
+    """The SlotCon/SlotFA model of a checkpoint (``trust``: ``--trust_checkpoint``), its record and folder."""
     ckpt_file = resolve_checkpoint(path)
-    checkpoint = load_checkpoint(ckpt_file)
-    if checkpoint["method"] not in ("slotcon", "slotfa"):
-        raise UserError(f"{ckpt_file} is a {checkpoint['method']} checkpoint; eval_slotfa.py reads SlotCon/SlotFA runs")
+    checkpoint = load_checkpoint(ckpt_file, trust=trust, methods=("slotcon", "slotfa"))
     model = build_model(checkpoint["method"], checkpoint["model_config"], None)
     load_model_state(model, checkpoint["model"], source=str(ckpt_file))
     return model.to(device).eval(), checkpoint, ckpt_file.parent
+
+
+def training_size(checkpoint: dict[str, Any]) -> int:
+    """The image size the run trained at (its recorded --image-size)."""
+    size = (checkpoint.get("args") or {}).get("image_size")
+    if not isinstance(size, int):
+        raise UserError("the checkpoint records no training image size; pass --image-size")
+    return size
 
 
 @torch.no_grad()
@@ -52,14 +60,14 @@ def run_model(model: torch.nn.Module, data: Dataset, batch_size: int, device: to
 
 def probe(args: argparse.Namespace) -> dict[str, Any]:
     device = select_device(args.device)
-    model, checkpoint, run_dir = load(args.checkpoint, device)
-    size = args.image_size or checkpoint["args"]["image_size"]
+    model, checkpoint, run_dir = load(args.checkpoint, device, args.trust_checkpoint)
+    size = args.image_size or training_size(checkpoint)
     train, val = LabelledImageFolder(args.train_dir), LabelledImageFolder(args.val_dir)
     if train.classes != val.classes:
         raise UserError(f"{args.train_dir} and {args.val_dir} have different class folders; use matching splits")
     xs, ys, _ = run_model(model, Preprocessed(train, size), args.batch_size, device, "pooled")
     xt, yt, _ = run_model(model, Preprocessed(val, size), args.batch_size, device, "pooled")
-    record: dict[str, Any] = {"step": checkpoint["step"], "train_images": len(train), "val_images": len(val),
+    record: dict[str, Any] = {"step": checkpoint.get("step"), "train_images": len(train), "val_images": len(val),
                               "classes": len(train.classes), "features": "teacher C5, average-pooled"}
     if args.protocol in ("knn", "both"):
         record["knn_top1"] = knn_accuracy(xs, ys, xt, yt, args.k, len(train.classes))
@@ -74,15 +82,15 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
 
 def viz(args: argparse.Namespace) -> Path:
     device = select_device(args.device)
-    model, checkpoint, run_dir = load(args.checkpoint, device)
-    size = args.image_size or checkpoint["args"]["image_size"]
+    model, checkpoint, run_dir = load(args.checkpoint, device, args.trust_checkpoint)
+    size = args.image_size or training_size(checkpoint)
     if args.data_dir:
         files = sorted(p for p in Path(args.data_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise UserError(f"no images under --data-dir {args.data_dir}")
         images: Dataset = ImageFiles(files[: args.num_images])
     else:
-        images = ShapesImages("val", size, args.num_images, checkpoint["args"].get("seed") or 0)
+        images = ShapesImages("val", size, args.num_images, (checkpoint.get("args") or {}).get("seed") or 0)
     dots, _, pixels = run_model(model, Preprocessed(images, size), args.batch_size, device, "dots")
     num_prototypes = dots.shape[1]
     if args.idxs:
@@ -117,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--batch-size", dest="batch_size", type=int, default=64)
     common.add_argument("--device", default="auto")
     common.add_argument("--seed", type=int, default=0)
+    add_trust_arg(common, "--trust-checkpoint")
     p = sub.add_parser("probe", parents=[common], help="k-NN / linear probe on a labelled class-folder set")
     p.add_argument("--train-dir", dest="train_dir", required=True, help="<root>/<class>/<image> for fitting")
     p.add_argument("--val-dir", dest="val_dir", required=True, help="<root>/<class>/<image> for scoring")

@@ -32,7 +32,7 @@ from datasets.segtrackv2 import SegTrackV2Sequences
 from datasets.vip import VipVideos
 from models import build_encoder_from_spec, build_model
 from utils.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
-from utils.cli import add_encoder_args, encoder_spec
+from utils.cli import add_encoder_args, add_trust_arg, encoder_spec
 from utils.errors import UserError, run_cli
 from utils.label_propagation import SETTINGS, PropagationSettings
 from utils.logging import get_logger
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", default=None, help="default: <run folder>/eval_<dataset>")
     add_encoder_args(parser)
     parser.add_argument("--dino_path", dest="encoder_weights", help="= --encoder_weights")
+    add_trust_arg(parser)
     p = parser.add_argument_group("label propagation (spec 1.9)")
     p.add_argument("--setting", default="stride16", choices=sorted(SETTINGS), help="published setting")
     p.add_argument("--topk", type=int, default=None)
@@ -116,10 +117,8 @@ def _evaluate(args: argparse.Namespace) -> dict:
     checkpoint = None
     if args.checkpoint_path:
         ckpt_file = resolve_checkpoint(args.checkpoint_path)
-        checkpoint = load_checkpoint(ckpt_file)
-        if checkpoint.get("method") != "smtc":
-            raise UserError(f"{ckpt_file} is a {checkpoint.get('method')!r} checkpoint, not an SMTC one")
-        model = build_model("smtc", checkpoint["model_config"], checkpoint["encoder"])
+        checkpoint = load_checkpoint(ckpt_file, trust=args.trust_checkpoint, methods=("smtc",))
+        model = build_model("smtc", checkpoint["model_config"], checkpoint["encoder"], trust=args.trust_checkpoint)
         load_model_state(model, checkpoint["model"])
         net = model.student.to(device).eval()
     elif args.task == "discovery":
@@ -128,7 +127,8 @@ def _evaluate(args: argparse.Namespace) -> dict:
     base = Path(args.output_dir) if args.output_dir else default_base
 
     if args.task == "propagation":
-        encoder = net.encoder if checkpoint else build_encoder_from_spec(encoder_spec(args)).to(device).eval()
+        encoder = net.encoder if checkpoint else \
+            build_encoder_from_spec(encoder_spec(args), args.trust_checkpoint).to(device).eval()
         s = SETTINGS[args.setting]
         settings = PropagationSettings(stride=s.stride, topk=args.topk or s.topk, radius=args.radius or s.radius,
                                        temperature=args.temperature or s.temperature, num_short=args.video_len or s.num_short)
@@ -143,7 +143,7 @@ def _evaluate(args: argparse.Namespace) -> dict:
         results.protocol += f"; {settings}"
     else:
         out = base / (f"discovery_{args.matcher}" if args.dataset == "davis" else "discovery")
-        num_frames = int(checkpoint["args"].get("num_frames", 4))
+        num_frames = int((checkpoint.get("args") or {}).get("num_frames", 4))
         video_eval.run_discovery(net, _shard(davis), out / "proposals", device, tuple(args.discovery_size),
                                  num_frames, args.num_iterations, kinetics=not args.imagenet_norm, seed=args.seed)
         distributed.barrier()

@@ -27,7 +27,7 @@ from metrics.baselines import baseline_labels
 from models import METHODS, MethodSpec, build_model, model_config_of
 from utils import distributed
 from utils.checkpoint import load_model_state, resolve_checkpoint
-from utils.cli import add_data_args, add_encoder_args, data_options, one_line_errors
+from utils.cli import add_data_args, add_encoder_args, add_trust_arg, data_options, one_line_errors
 from utils.errors import UserError, run_cli
 from utils.evaluation import evaluate
 from utils.logging import METRICS_JSON, get_logger, write_json
@@ -50,10 +50,9 @@ def build_parser(method: str | None = HELP_METHOD) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint_path", required=True,
                         help="checkpoint.pt.tar or its run folder, or a released checkpoint (docs/released_models.md)")
-    parser.add_argument("--trust_checkpoint", action="store_true",
-                        help="fully unpickle the checkpoint (can run code in it; only for files you trust)")
     add_data_args(parser)
     add_encoder_args(parser)
+    add_trust_arg(parser)
     if method in METHODS:
         METHODS[method]().add_model_args(parser)
     if method == "spot":
@@ -140,7 +139,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, typed: set[str], ckpt_path: P
             raise UserError(f"--which_encoder {args.which_encoder} does not match the checkpoint ({encoder['name']})")
     seed_everything(args.seed)
     device = select_device(args.device)
-    model = build_model(method, config_dict, encoder)
+    model = build_model(method, config_dict, encoder, trust=args.trust_checkpoint)
     load_model_state(model, checkpoint["model"], source=str(ckpt_path))
     model.to(device)
 

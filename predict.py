@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from models import METHODS, build_model
 from utils.checkpoint import load_model_state, resolve_checkpoint
+from utils.cli import add_trust_arg
 from utils.errors import UserError, run_cli
 from utils.inference import (RESIZE_MODES, UnreadableImage, labels_for_input, list_inputs, match_slots,
                              pick_mask_source, read_image, to_model_input, write_prediction)
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
     parser.add_argument("--seed", type=int, default=0, help="seeds sampling inside the model (random slot init)")
     parser.add_argument("--encoder_weights", default=None, help="local encoder weights file if the recorded one is unavailable")
+    add_trust_arg(parser)
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -59,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, dict, int]:
     """The checkpoint's model in eval mode, its record, and its square input side."""
     ckpt_path = resolve_checkpoint(args.checkpoint)
-    checkpoint = load_any_checkpoint(ckpt_path)  # ours, or a released file (imported in memory)
+    checkpoint = load_any_checkpoint(ckpt_path, trust=args.trust_checkpoint)  # ours, or released (imported in memory)
     method = checkpoint["method"]
     if method not in METHODS:
         raise UserError(f"{ckpt_path} is a {method!r} checkpoint, which predict.py cannot render; "
@@ -73,7 +75,7 @@ def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn
     encoder = dict(checkpoint["encoder"]) if checkpoint.get("encoder") else None
     if encoder is not None and args.encoder_weights:
         encoder["weights_path"] = args.encoder_weights
-    model = build_model(method, checkpoint["model_config"], encoder)
+    model = build_model(method, checkpoint["model_config"], encoder, trust=args.trust_checkpoint)
     load_model_state(model, checkpoint["model"], source=str(ckpt_path))
     return model.to(device).eval(), checkpoint, int(size)
 

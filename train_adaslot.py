@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 def inherit_from_stage1(parser: argparse.ArgumentParser, argv: list[str] | None, first: argparse.Namespace) -> dict:
     """Load and check the warm-start checkpoint; stage 2 takes its architecture and encoder as defaults."""
     source = first.warmstart_checkpoint
-    warm = load_checkpoint(source)
+    warm = load_checkpoint(source, trust=first.trust_checkpoint, methods=("adaslot",), what="--warmstart_checkpoint")
     check_warm_start_source(warm, source, first.use_adaptive_slot_attention)
     typed, stored, enc = explicit_flags(parser, argv), warm["model_config"], warm["encoder"]
     for name in ARCHITECTURE_FIELDS:
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
             enc["weights_path"] = str(Path(args.encoder_weights).resolve())
     else:
         enc = encoder_spec(args)
-    encoder = build_encoder_from_spec(enc)
+    encoder = build_encoder_from_spec(enc, args.trust_checkpoint)
     if encoder.is_pretrained and "fingerprint" not in enc:
         enc["fingerprint"] = encoder_fingerprint(encoder)
     model = AdaSlot(encoder, config).to(device)

@@ -20,7 +20,7 @@ from datasets.two_view import TwoViewDataset, crop_side
 from models.resnet import ARCHS
 from models.slotfa import FA_GRAD_MODES, METHOD_NAMES, SlotCon, SlotConConfig
 from utils.checkpoint import CHECKPOINT_NAME
-from utils.cli import add_stop_args, parse_train_args
+from utils.cli import add_stop_args, add_trust_arg, parse_train_args
 from utils.distributed import world_size
 from utils.errors import UserError, run_cli
 from utils.lars import LARS
@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(*flag("--checkpoint-every"), dest="checkpoint_every", type=int, default=0, help="also checkpoint every N steps")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
     add_stop_args(p)
+    add_trust_arg(p, "--trust-checkpoint")
     # Hidden plumbing that utils.cli.parse_train_args reads (real flags, so resume can tell them from typed ones).
     p.add_argument(*flag("--checkpoint-path"), dest="checkpoint_path", default=None, help=argparse.SUPPRESS)
     p.add_argument(*flag("--val-image-size"), dest="val_image_size", type=int, default=None, help=argparse.SUPPRESS)
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
         fa_sigma2=args.fa_sigma2, fa_grad=args.fa_grad, fa_weight=args.fa_weight,
     )
     device = select_device(args.device)
-    model: nn.Module = SlotCon(config, None if checkpoint is not None else args.pretrained_weights)
+    weights = None if checkpoint is not None else args.pretrained_weights
+    model: nn.Module = SlotCon(config, weights, args.trust_checkpoint)
     model = model.to(device)  # the Trainer converts BatchNorm to SyncBatchNorm under DDP on GPUs
 
     lr = args.batch_size / 256 * args.base_lr

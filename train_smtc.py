@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
                                     args.data_path, args.train_samples, args.seed)
     device = select_device(args.device)
     enc = dict(checkpoint["encoder"]) if checkpoint is not None else encoder_spec(args)
-    encoder = build_encoder_from_spec(enc)
+    encoder = build_encoder_from_spec(enc, args.trust_checkpoint)
     if encoder.is_pretrained and "fingerprint" not in enc:
         enc["fingerprint"] = encoder_fingerprint(encoder)
     grid = encoder.token_grid(args.image_size)

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     datasets = build_datasets(args, run_dir)
     # On resume the stored record (with its weights fingerprint) must rebuild the same encoder.
     enc = dict(checkpoint["encoder"]) if checkpoint is not None else encoder_spec(args)
-    encoder = build_encoder_from_spec(enc)
+    encoder = build_encoder_from_spec(enc, args.trust_checkpoint)
     if encoder.is_pretrained and "fingerprint" not in enc:
         enc["fingerprint"] = encoder_fingerprint(encoder)
     model = SPOT(encoder, config)

@@ -51,7 +51,8 @@ def teacher_from(args: argparse.Namespace):
     if not args.teacher_checkpoint_path:
         raise UserError("--teacher_checkpoint_path is required: the stage-1 checkpoint.pt.tar of train_spot.py")
     path = resolve_checkpoint(args.teacher_checkpoint_path)
-    checkpoint = load_any_checkpoint(path)  # ours, or SPOT's released stage 1 (imported in memory)
+    # Ours, or SPOT's released stage 1 (imported in memory).
+    checkpoint = load_any_checkpoint(path, trust=args.trust_checkpoint, what="--teacher_checkpoint_path")
     # What a released file does not record is what the official stage 2 builds its teacher with.
     checkpoint = checkpoint_settings(checkpoint, {"num_slots": args.num_slots, "num_heads": args.num_heads,
                                                   "num_cross_heads": args.num_cross_heads,

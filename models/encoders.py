@@ -7,7 +7,6 @@ normalised here, so a feature cache and the model see the same inputs.
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +19,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from torch import Tensor, nn
 
 from utils.checkpoint import describe_key_mismatch
+from utils.safe_io import read_torch_file
 from utils.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -98,25 +98,16 @@ def resolve_encoder_name(name: str) -> str:
     raise UserError(f"unknown encoder {name!r}; use a short name or a timm ViT name, e.g. {_examples()}")
 
 
-def _load_file(path: str) -> Any:
-    """Read a .safetensors or torch checkpoint onto the CPU."""
+def _load_file(path: str, trust: bool = False) -> Any:
+    """Read a .safetensors or torch weights file onto the CPU without running code stored in it.
+
+    Full DINO training checkpoints pickle an ``argparse.Namespace``, which the safe reader allows;
+    a file that needs anything more is refused unless the user passed ``--trust_checkpoint``
+    (``trust``).
+    """
     if not os.path.isfile(path):
         raise UserError(f"encoder weights file {path} does not exist; check --encoder_weights")
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            return load_file(path, device="cpu")
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # Full DINO training checkpoints also pickle their argparse.Namespace, which the safe
-            # loader refuses; the file is the user's own choice, as with the original code.
-            return torch.load(path, map_location="cpu", weights_only=False)
-    except UserError:
-        raise
-    except Exception as err:  # corrupt or foreign file
-        raise UserError(f"could not read encoder weights file {path} ({_short(err)})") from err
+    return read_torch_file(path, trust=trust, what="encoder weights file")
 
 
 def _short(err: BaseException) -> str:
@@ -178,7 +169,10 @@ class FrozenViT(nn.Module):
         finetune_blocks_after: int = 100,
         final_norm: bool = False,
         model_overrides: dict[str, Any] | None = None,
+        trust_weights: bool = False,
     ) -> None:
+        """``trust_weights``: the user's ``--trust_checkpoint``, for a ``weights_path`` file that
+        needs full unpickling (see docs/checkpoints.md)."""
         super().__init__()
         self.name = name
         self.timm_name = resolve_encoder_name(name)
@@ -192,7 +186,7 @@ class FrozenViT(nn.Module):
         if weights_path is not None:
             # An explicit file wins over `pretrained`: it is the stronger statement of intent.
             vit = self._create(pretrained=False, kwargs=kwargs)
-            self._load_weights(vit, weights_path)
+            self._load_weights(vit, weights_path, trust_weights)
             self.weights_source = str(weights_path)
         elif pretrained:
             if small:
@@ -244,9 +238,9 @@ class FrozenViT(nn.Module):
     def _create(self, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
         return timm.create_model(self.timm_name, pretrained=pretrained, **kwargs)
 
-    def _load_weights(self, vit: nn.Module, path: str) -> None:
+    def _load_weights(self, vit: nn.Module, path: str, trust: bool = False) -> None:
         """Load a local weights file strictly (classifier-head keys excepted)."""
-        sd = _unwrap_state_dict(_load_file(path), path)
+        sd = _unwrap_state_dict(_load_file(path, trust), path)
         # timm's filter would silently resample a patch embedding of another patch size:
         # a wrong file for this encoder must fail instead.
         w = sd.get("patch_embed.proj.weight")

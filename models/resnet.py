@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from utils.errors import UserError
+from utils.safe_io import numpy_array_globals, read_torch_file
 
 # name -> (block type, blocks per stage, base width)
 ARCHS: dict[str, tuple[str, tuple[int, int, int, int], int]] = {
@@ -119,12 +120,15 @@ class ResNet(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-def load_torchvision_weights(model: ResNet, path: str | Path) -> None:
-    """Load a torchvision ResNet state dict (``fc.*`` dropped) strictly into ``model``."""
+def load_torchvision_weights(model: ResNet, path: str | Path, trust: bool = False) -> None:
+    """Load a torchvision ResNet state dict (``fc.*`` dropped, ``.safetensors`` too) strictly into ``model``.
+
+    Read without running code stored in the file (``trust``: the user's ``--trust_checkpoint``).
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--pretrained_weights {path} not found; pass a torchvision ResNet state-dict file")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_torch_file(path, trust=trust, what="--pretrained_weights file")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -188,21 +192,24 @@ def to_torchvision(backbone: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 
 
-def load_pretrain_state(path: str | Path) -> dict[str, torch.Tensor]:
+def load_pretrain_state(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:
     """The model state dict of a SlotCon/SlotFA checkpoint: ours (file or run folder) or upstream's.
 
-    Upstream checkpoints pickle an argparse.Namespace, so this loads with ``weights_only=False``:
-    only convert checkpoints you trust.
+    Read without running code stored in the file: upstream checkpoints pickle an
+    ``argparse.Namespace``, which the safe reader allows; anything more needs ``trust`` (the
+    user's ``--trust_checkpoint``).
     """
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt.tar"
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found; pass a ckpt_epoch_*.pth, checkpoint.pt.tar or run folder")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises several types for truncated/garbage files
-        raise UserError(f"checkpoint {path} is unreadable ({type(err).__name__}); use another one") from err
+    if path.suffix == ".safetensors":  # scripts/export_weights.py: the model's tensors themselves
+        return read_torch_file(path, what="checkpoint")
+    # Format-1 project checkpoints also hold numpy's RNG state (a plain array); see utils/checkpoint.py.
+    checkpoint = read_torch_file(path, trust=trust, what="checkpoint", allow=numpy_array_globals())
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
-        raise UserError(f"{path} has no 'model' state dict; pass a SlotCon/SlotFA pretraining checkpoint")
+        found = f"a dict of {', '.join(sorted(map(str, checkpoint))[:4])}" if isinstance(checkpoint, dict) \
+            else f"a {type(checkpoint).__name__}"
+        raise UserError(f"{path} holds {found}, not a 'model' state dict; pass a SlotCon/SlotFA pretraining checkpoint")
     return checkpoint["model"]

@@ -223,7 +223,10 @@ def momentum_at(step: int, total_steps: int, base: float) -> float:
 class SlotCon(nn.Module):
     """SlotCon / SlotFA student-teacher pair. ``forward`` trains on two views or predicts on ``image``."""
 
-    def __init__(self, config: SlotConConfig, pretrained_weights: str | None = None) -> None:
+    def __init__(self, config: SlotConConfig, pretrained_weights: str | None = None,
+                 trust_weights: bool = False) -> None:
+        """``pretrained_weights``: a torchvision ResNet file to start from (``trust_weights``: the
+        user's ``--trust_checkpoint``, for a file that needs full unpickling)."""
         super().__init__()
         if config.method not in METHOD_NAMES:
             raise ValueError(f"method must be one of {METHOD_NAMES}")
@@ -233,7 +236,7 @@ class SlotCon(nn.Module):
         c = config
         self.encoder_q = ResNet(c.arch)
         if pretrained_weights:
-            load_torchvision_weights(self.encoder_q, pretrained_weights)
+            load_torchvision_weights(self.encoder_q, pretrained_weights, trust_weights)
         self.encoder_k = ResNet(c.arch)
         dim_in = self.encoder_q.out_channels
         self.projector_q = Projector(dim_in, c.dim_hidden, c.dim_out)

@@ -219,7 +219,8 @@ def load_teacher(args: Any, checkpoint: dict[str, Any], source: str) -> tuple[SP
                         "several orderings; this one has one (standard): pass --teacher_eval_permutations standard")
     if args.encoder_weights:
         spec["weights_path"] = str(Path(args.encoder_weights).resolve())
-    encoder = build_encoder_from_spec(spec)  # checks the weights against the teacher's fingerprint
+    # Checks the weights against the teacher's fingerprint; args.trust_checkpoint: the user's opt-in.
+    encoder = build_encoder_from_spec(spec, bool(getattr(args, "trust_checkpoint", False)))
     if encoder.trainable:
         raise UserError(f"the teacher {source} fine-tuned encoder blocks (finetune_blocks_after "
                         f"{spec.get('finetune_blocks_after')}); stage 2 needs a teacher with a frozen encoder")

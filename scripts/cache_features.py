@@ -23,7 +23,8 @@ from datasets import build_dataset, limit  # noqa: E402
 from datasets.feature_cache import train_views, write_feature_cache  # noqa: E402
 from models import build_encoder_from_spec  # noqa: E402
 from utils import distributed  # noqa: E402
-from utils.cli import add_data_args, add_encoder_args, check_ranges, data_options, one_line_errors, encoder_spec  # noqa: E402
+from utils.cli import (add_data_args, add_encoder_args, add_trust_arg, check_ranges, data_options,  # noqa: E402
+                       encoder_spec, one_line_errors)
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 from utils.run import seed_everything, select_device  # noqa: E402
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing cache once the new one is complete")
     add_data_args(parser)
     add_encoder_args(parser)
+    add_trust_arg(parser)
     parser.add_argument("--seed", type=int, default=0, help="training --seed (random encoder weights; data seed default)")
     parser.add_argument("--data_seed", type=int, default=None, help="training --data_seed (shapes scenes, MOVi frames)")
     parser.add_argument("--batch_size", type=int, default=64, help="images per encoder forward")
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> Path:
     train_set = limit(train_set, args.train_samples)
     # Seeded as train_*.py seeds before building its encoder, so random weights are the same.
     seed_everything(args.seed)
-    encoder = build_encoder_from_spec(encoder_spec(args))
+    encoder = build_encoder_from_spec(encoder_spec(args), args.trust_checkpoint)
     if encoder.trainable:
         raise UserError(f"--finetune_blocks_after {args.finetune_blocks_after} trains encoder blocks (depth "
                         f"{encoder.depth}); a cache holds a frozen encoder's features: drop the flag")

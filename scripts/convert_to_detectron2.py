@@ -19,6 +19,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from models.resnet import load_pretrain_state, teacher_backbone, to_detectron2  # noqa: E402
+from utils.cli import add_trust_arg  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 
 
@@ -26,8 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="pretraining checkpoint file or run folder")
     parser.add_argument("output", help="output .pkl for detectron2's MODEL.WEIGHTS")
+    add_trust_arg(parser)
     args = parser.parse_args(argv)
-    payload = to_detectron2(teacher_backbone(load_pretrain_state(args.checkpoint)))
+    payload = to_detectron2(teacher_backbone(load_pretrain_state(args.checkpoint, args.trust_checkpoint)))
     tmp = args.output + ".tmp"
     with open(tmp, "wb") as f:
         pickle.dump(payload, f)

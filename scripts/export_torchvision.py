@@ -19,6 +19,7 @@ if REPO_ROOT not in sys.path:
 import torch  # noqa: E402
 
 from models.resnet import load_pretrain_state, teacher_backbone, to_torchvision  # noqa: E402
+from utils.cli import add_trust_arg  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 
 
@@ -26,8 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="pretraining checkpoint file or run folder")
     parser.add_argument("output", help="output .pth state dict")
+    add_trust_arg(parser)
     args = parser.parse_args(argv)
-    state = to_torchvision(teacher_backbone(load_pretrain_state(args.checkpoint)))
+    state = to_torchvision(teacher_backbone(load_pretrain_state(args.checkpoint, args.trust_checkpoint)))
     tmp = args.output + ".tmp"
     torch.save(state, tmp)
     os.replace(tmp, args.output)

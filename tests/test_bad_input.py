@@ -101,7 +101,7 @@ CASES: list[tuple[str, Callable[[dict[str, Path]], Callable[[], object]], str]] 
     ("resume-truncated", lambda w: resume("--resume", str(w["truncated"])), "unreadable or truncated"),
     ("resume-other-method", lambda w: resume("--resume", str(w["foreign"])), "written by another training script"),
     ("resume-other-method-checkpoint", lambda w: resume("--resume", str(w["other_method"])),
-     "trained by method 'slot_attention', not 'spot'"),
+     "model settings do not fit a slot_attention model"),
     ("resume-changed-model", lambda w: resume("--resume", str(w["run"]), "--num_slots", "5"), "differs from the resumed run"),
     ("resume-two-runs", lambda w: resume("--resume", str(w["run"]), "--checkpoint_path",
                                          str(w["truncated"] / "checkpoint.pt.tar")), "name different runs"),

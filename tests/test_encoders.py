@@ -198,7 +198,7 @@ def test_wrong_weights_file_is_user_error(tmp_path):
 
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="could not read"):
+    with pytest.raises(UserError, match="junk.pth is unreadable"):
         FrozenViT("dino_vits16", weights_path=str(junk), model_overrides=TINY)
 
 

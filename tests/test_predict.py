@@ -187,8 +187,8 @@ def test_refuses_methods_it_cannot_render(dinosaur_run: Path, tmp_path: Path, mo
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'other.pt.tar'} is a 'future_method' checkpoint, which predict.py cannot render; "
-        f"this version of the code rebuilds {', '.join(METHODS)}"
+        f"error: checkpoint {tmp_path / 'other.pt.tar'} is a 'future_method' checkpoint, which this version of the "
+        f"code cannot build (known: {', '.join(METHODS)})"
     ]
     assert not (tmp_path / "out").exists()
 

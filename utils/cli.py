@@ -20,6 +20,9 @@ RUNTIME_FLAGS = ("epochs", "max_steps", "num_workers", "device", "eval_batch_siz
                  "timeout", "skip_nonfinite", "amp", "compile")
 # Flags that say which run to continue rather than how to train.
 RESUME_FLAGS = ("resume", "checkpoint_path", "auto_resume")
+# Flags that hold for one invocation only: on resume they are taken from the command line, never
+# from the run's args.yaml (an opt-in to unsafe loading must be typed again each time).
+INVOCATION_FLAGS = ("trust_checkpoint",)
 # Smallest sensible value of common integer flags (checked when a script has the flag), so that a
 # 0 fails with one line before any work instead of deep inside a model or a division.
 MIN_VALUES = {
@@ -153,10 +156,19 @@ def add_train_args(parser: argparse.ArgumentParser, lr: float = 4e-4, lr_min: fl
                        help="resume the newest run folder in --log_path (named --run_name, if given); "
                             "start a new run when there is none (for preemptible jobs and sweeps)")
     add_stop_args(group)
+    add_trust_arg(group)
     group.add_argument("--max_steps", type=int, default=None, help="stop (with a checkpoint) after this many steps")
     group.add_argument("--checkpoint_every", type=int, default=0, help="also checkpoint every N steps (0: per epoch)")
     group.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
     add_speed_args(group)
+
+
+def add_trust_arg(group: argparse._ActionsContainer, *aliases: str) -> None:
+    """``--trust_checkpoint``: the only opt-in to fully unpickling a file the user names (see
+    docs/checkpoints.md); for this invocation only, never taken from a resumed run's args.yaml."""
+    group.add_argument("--trust_checkpoint", *aliases, dest="trust_checkpoint", action="store_true",
+                       help="fully unpickle checkpoint/weights files that need it (this can run code stored in "
+                            "them: only for files from a source you trust); by default such files are refused")
 
 
 def add_speed_args(group: argparse._ActionsContainer) -> None:
@@ -287,8 +299,6 @@ def parse_train_args(
         ckpt_file = ckpt_file / CHECKPOINT_NAME
     run_dir = ckpt_file.parent
     recorded = load_args(run_dir)
-    # Stopped before its first checkpoint: start again in the same folder.
-    checkpoint = load_checkpoint(ckpt_file) if ckpt_file.exists() or not Path(resume_from).is_dir() else None
     known = {action.dest for action in parser._actions}  # noqa: SLF001 - argparse has no public accessor
     foreign = sorted(set(recorded) - known)
     if foreign:
@@ -296,7 +306,11 @@ def parse_train_args(
             f"{run_dir} was written by another training script (flags {', '.join('--' + f for f in foreign[:3])} "
             f"are unknown here); resume it with the script that trained it"
         )
-    runtime = (*RUNTIME_FLAGS, *extra_runtime_flags)
+    # Stopped before its first checkpoint: start again in the same folder.
+    trust = bool(getattr(args, "trust_checkpoint", False))
+    checkpoint = load_checkpoint(ckpt_file, trust=trust, training=True) \
+        if ckpt_file.exists() or not Path(resume_from).is_dir() else None
+    runtime = (*RUNTIME_FLAGS, *INVOCATION_FLAGS, *extra_runtime_flags)
     for name in sorted(typed - set(runtime) - set(RESUME_FLAGS)):
         if recorded.get(name) != getattr(args, name):
             raise UserError(
@@ -313,6 +327,9 @@ def parse_train_args(
         merged["max_steps"] = None
     if "data_seed" in merged and merged["data_seed"] is None:
         merged["data_seed"] = merged["seed"]
+    for name in INVOCATION_FLAGS:
+        if hasattr(args, name):
+            merged[name] = getattr(args, name)
     merged["resume"], merged["checkpoint_path"] = str(run_dir), str(ckpt_file)
     merged["auto_resume"] = args.auto_resume
     args = argparse.Namespace(**merged)

@@ -38,7 +38,8 @@ from tqdm import tqdm
 
 from datasets import no_masks_reason
 from utils import distributed
-from utils.checkpoint import CHECKPOINT_NAME, load_model_state, model_state, remove_stale_temporaries, save_checkpoint
+from utils.checkpoint import (CHECKPOINT_NAME, load_model_state, model_state, numpy_rng_from_plain, numpy_rng_to_plain,
+                              remove_stale_temporaries, save_checkpoint)
 from utils.errors import UserError
 from utils.evaluation import evaluate, move_to
 from utils.logging import METRICS_JSON, RunLogger, get_logger, truncate_metrics_jsonl, write_json
@@ -196,16 +197,19 @@ def keep_kernel_choice(optimizer: torch.optim.Optimizer, choices: list[dict[str,
 
 
 def capture_rng() -> dict[str, Any]:
-    """Every RNG state that training draws from."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG state that training draws from, as tensors and plain values (checkpoints load with
+    ``weights_only=True``: numpy's state array is stored as a tensor)."""
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_rng_to_plain(np.random.get_state()),
+             "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def restore_rng(state: dict[str, Any]) -> None:
+    """Restore the states of :func:`capture_rng` (of a checkpoint upgraded to the current format)."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state(numpy_rng_from_plain(state["numpy"]))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -45,6 +45,7 @@ from utils.label_propagation import (
     propagate,
     resize_to_stride,
 )
+from utils.safe_io import read_torch_file
 
 log = get_logger()
 
@@ -165,7 +166,7 @@ def score_discovery_per_frame(davis: DavisSequences, proposals_dir: Path, max_pr
                              f"{max_proposals} overlapping proposals (SMTC-compatible; NOT the official protocol)")
     for seq in davis.sequences:
         gt, void, names = _gt_objects(davis, seq)
-        props = torch.load(proposals_dir / f"{seq}.pt")
+        props = read_torch_file(proposals_dir / f"{seq}.pt", what="proposals file")
         h, w = gt.shape[-2:]
         count = max([props[n]["masks"].shape[0] for n in names] + [1])
         binary = np.zeros((count, len(names), h, w), bool)
@@ -186,7 +187,7 @@ def write_official_proposals(davis: DavisSequences, proposals_dir: Path, png_dir
     """Turn per-frame proposals into the official unsupervised format: one indexed PNG per frame,
     ids consistent over time (id = instance slot), the ``max_objects`` largest ids kept."""
     for seq in davis.sequences:
-        props = torch.load(proposals_dir / f"{seq}.pt")
+        props = read_torch_file(proposals_dir / f"{seq}.pt", what="proposals file")
         names = davis.frame_names(seq)
         gt0 = davis.load_annotation(seq, names[0])
         h, w = gt0.shape

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -243,8 +243,10 @@ def to_checkpoint(imported: Imported, source: str, encoder_path: str | os.PathLi
                        fingerprint=encoder_fingerprint_of_state(imported.encoder_state))
     released = {"format": imported.format, "source": str(source), "notes": list(imported.notes),
                 "assumed": dict(imported.assumed)}
+    from utils.checkpoint import FORMAT_VERSION
+
     return {
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "method": imported.method,
         "model_config": dict(imported.model_config),
         "encoder": encoder,
@@ -300,35 +302,39 @@ def checkpoint_settings(checkpoint: dict[str, Any], settings: dict[str, Any]) ->
     return checkpoint
 
 
-def load_any_checkpoint(path: str | os.PathLike, *, trust: bool = False, fmt: str | None = None) -> dict[str, Any]:
+def load_any_checkpoint(path: str | os.PathLike, *, trust: bool = False, fmt: str | None = None,
+                        methods: Iterable[str] | None = None, what: str = "checkpoint") -> dict[str, Any]:
     """A project-format checkpoint dict from ``path``, whether the file is this project's or released.
 
-    ``path`` is a checkpoint file or a run folder. A released file is detected (the format is
-    logged), converted in memory, and its encoder weights are kept in :func:`encoder_cache_dir`.
-    Settings the released file does not record take the official defaults; the caller applies
-    its flags with :func:`checkpoint_settings`.
+    ``path`` is a checkpoint file, a run folder or an exported ``.safetensors``. The file is read
+    without running code (``trust``: the user's ``--trust_checkpoint``). This project's checkpoints
+    are checked by :func:`utils.checkpoint.check_checkpoint`; a released file is detected (the format
+    is logged), converted in memory, and its encoder weights are kept in :func:`encoder_cache_dir`.
+    Settings the released file does not record take the official defaults; the caller applies its
+    flags with :func:`checkpoint_settings`.
     """
-    from utils.checkpoint import load_checkpoint, resolve_checkpoint
+    from utils.checkpoint import check_checkpoint, load_checkpoint, numpy_array_globals, resolve_checkpoint
     from utils.logging import get_logger
 
     path = resolve_checkpoint(path)
-    try:
-        obj = read_torch_file(path, trust=trust, what="checkpoint")
-    except UserError:
-        # Not readable as plain tensors and containers: no released format is like that, so the
-        # project's own loader decides (and words the refusal).
-        return load_checkpoint(path)
+    if path.suffix == ".safetensors":
+        return load_checkpoint(path, trust=trust, methods=methods, what=what)
+    obj = read_torch_file(path, trust=trust, what=what, allow=numpy_array_globals())
     if isinstance(obj, dict) and "method" in obj and "model" in obj:
-        return obj  # this project's own checkpoint
+        return check_checkpoint(obj, f"{what} {path}", methods=methods)  # this project's own checkpoint
     formats = known_formats()
     if fmt is None and not any(f.detect(obj) for f in formats):
-        raise UserError(f"{path} is neither a checkpoint written by this project's training scripts nor a "
-                        f"released checkpoint layout it can import; known formats: "
-                        f"{', '.join(f.name for f in formats)}")
+        if not isinstance(obj, dict):  # a tensor, a list: say what it is
+            check_checkpoint(obj, f"{what} {path}", methods=methods)
+        found = ", ".join(sorted(map(str, obj))[:6]) or "nothing"
+        raise UserError(f"{what} {path} is neither a checkpoint written by this project's training scripts (it holds "
+                        f"{found}; expected format_version, method, model_config, model) nor a released checkpoint "
+                        f"layout it can import (known formats: {', '.join(f.name for f in formats)})")
     found = find_format(obj, fmt, source=str(path))
     imported = found.convert(obj)
     log = get_logger()
     log.info(f"{path}: released checkpoint, format {found.name} ({found.description}); imported in memory")
     for note in imported.notes:
         log.info(f"  {note}")
-    return to_checkpoint(imported, str(path))
+    return check_checkpoint(to_checkpoint(imported, str(path)), f"{what} {path} (imported as {found.name})",
+                            methods=methods)
