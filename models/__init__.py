@@ -154,15 +154,34 @@ def method_spec(method: str) -> MethodSpec:
     return METHODS[method]()
 
 
+# Config fields added after checkpoints were already being written, with the value that gives the
+# behaviour of those older checkpoints (their stored model_config lacks the key). New runs store
+# the key, so only records without it are upgraded. Per method; see docs/methods/<method>.md.
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gnm": {"draw_map_norm": False, "paste_premultiplied": False},
+}
+
+
+def upgrade_model_config(method: str, model_config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a stored ``model_config`` with every field it predates set to the old behaviour.
+
+    The one place that knows the legacy value of each newer config field (``LEGACY_DEFAULTS``):
+    an old checkpoint then rebuilds the model it was trained as, while the dataclass defaults
+    (what new training writes) follow the official code.
+    """
+    return {**LEGACY_DEFAULTS.get(method, {}), **model_config}
+
+
 def model_config_of(method: str, model_config: dict[str, Any]) -> Any:
     """The method's config dataclass from a checkpoint's stored ``model_config``.
 
-    A record that does not fit the method's config (a checkpoint written by other code, or
-    relabelled) is a ``UserError`` naming the offending settings, not a ``TypeError``.
+    Fields the record predates take their old behaviour (:func:`upgrade_model_config`). A record
+    that does not fit the method's config (a checkpoint written by other code, or relabelled) is
+    a ``UserError`` naming the offending settings, not a ``TypeError``.
     """
     spec = method_spec(method)
     try:
-        return spec.config_cls(**model_config)
+        return spec.config_cls(**upgrade_model_config(method, model_config))
     except TypeError as err:
         raise UserError(f"the checkpoint's model settings do not fit a {method} model ({err}); it was not written "
                         f"by this project's train script for {method}") from None
