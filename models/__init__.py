@@ -159,6 +159,7 @@ def method_spec(method: str) -> MethodSpec:
 # the key, so only records without it are upgraded. Per method; see docs/methods/<method>.md.
 LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
     "gnm": {"draw_map_norm": False, "paste_premultiplied": False},
+    "smtc": {"qkv_bias": False, "encoder_drop_path": 0.0, "train_encoder_stem": False, "reparam_instances": True},
 }
 
 

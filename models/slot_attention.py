@@ -69,6 +69,8 @@ class SlotAttention(nn.Module):
             parameters are frozen (``requires_grad=False``): they keep their random values, and
             DDP's every-parameter-gets-a-gradient check holds.
         update: ``gru`` (Locatello et al.) or ``residual`` (``slots + updates``, no GRU; SMTC).
+        qkv_bias: biases on the q/k/v projections (SMTC's official code has them; SPOT, DINOSAUR,
+            AdaSlot and Slot Attention do not). They keep ``nn.Linear``'s initialisation.
 
     ``forward`` also accepts (SMTC's semantic-aware masked slot attention, spec 1.4): explicit
     initial slots, ``group_size`` (the softmax competes only within consecutive groups of that many
@@ -88,6 +90,7 @@ class SlotAttention(nn.Module):
         init_method: InitMethod = "shared_gaussian",
         truncate: Truncation = "none",
         update: Update = "gru",
+        qkv_bias: bool = False,
     ) -> None:
         super().__init__()
         if update not in UPDATES:
@@ -108,9 +111,9 @@ class SlotAttention(nn.Module):
         self.norm_inputs = nn.LayerNorm(input_dim)
         self.norm_slots = nn.LayerNorm(slot_dim)
         self.norm_mlp = nn.LayerNorm(slot_dim)
-        self.to_q = nn.Linear(slot_dim, slot_dim, bias=False)
-        self.to_k = nn.Linear(input_dim, slot_dim, bias=False)
-        self.to_v = nn.Linear(input_dim, slot_dim, bias=False)
+        self.to_q = nn.Linear(slot_dim, slot_dim, bias=qkv_bias)
+        self.to_k = nn.Linear(input_dim, slot_dim, bias=qkv_bias)
+        self.to_v = nn.Linear(input_dim, slot_dim, bias=qkv_bias)
         # No GRU at all for residual updates: unused parameters would trouble DDP.
         self.gru = nn.GRUCell(slot_dim, slot_dim) if update == "gru" else None
         self.mlp = nn.Sequential(

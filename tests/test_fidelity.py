@@ -2,6 +2,7 @@
 code"): one test per difference that used to exist, plus the legacy path of old checkpoints."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -67,3 +68,104 @@ def test_gnm_first_training_iteration_runs_as_step_one() -> None:
     assert not model._in_curriculum()  # runs as step 500: the curriculum is over (0 < step < 500)
     model.eval()  # evaluation sees the completed steps
     assert model.current_step() == 499
+
+
+# --- SMTC --------------------------------------------------------------------------------------
+def _smtc(encoder: str = "vit_micro_p8", **overrides):
+    from models.encoders import FrozenViT
+    from models.smtc import SMTC, SMTCConfig
+
+    torch.manual_seed(0)
+    cfg = SMTCConfig(num_slots=4, num_instances=2, anchor_grid=4, **overrides)
+    return SMTC(FrozenViT(encoder, pretrained=False, finetune_blocks_after=0), cfg)
+
+
+def test_smtc_slot_attention_has_qkv_biases_others_do_not() -> None:
+    from models.slot_attention import SlotAttention
+
+    model = _smtc()
+    sa = model.student.slot_attention
+    assert all(getattr(sa, name).bias is not None for name in ("to_q", "to_k", "to_v"))
+    # The official slot attention holds 18 tensors (mu, sigma, 3 LayerNorms, q/k/v with biases, the MLP).
+    assert len(sa.state_dict()) + 1 == 18  # + the student's log_sigma
+    assert all(getattr(SlotAttention(8, 8), name).bias is None for name in ("to_q", "to_k", "to_v"))
+    # An old SMTC checkpoint (no qkv_bias in its record) rebuilds without biases.
+    old = upgrade_model_config("smtc", {"num_slots": 4})
+    assert old["qkv_bias"] is False and old["train_encoder_stem"] is False
+    assert _smtc(**{k: v for k, v in old.items() if k != "num_slots"}).student.slot_attention.to_q.bias is None
+
+
+def test_smtc_student_vit_trains_with_drop_path_teacher_does_not() -> None:
+    model = _smtc("vit_tiny_p4").train()  # two blocks: drop-path rates 0 and 0.1 (DINO's linear rule)
+    enc = model.student.encoder
+    assert enc.vit.training and not model.teacher.encoder.vit.training
+    assert enc.vit.blocks[-1].drop_path1.drop_prob == pytest.approx(0.1) and isinstance(enc.vit.blocks[0].drop_path1, nn.Identity)
+    frames = torch.rand(2, 3, 32, 32)
+    torch.manual_seed(1)
+    a = enc.forward_with_keys(frames)[0]
+    torch.manual_seed(2)
+    assert not torch.allclose(a, enc.forward_with_keys(frames)[0])  # stochastic depth is live
+    model.eval()
+    torch.testing.assert_close(enc.forward_with_keys(frames)[0], enc.forward_with_keys(frames)[0])
+    assert not _smtc(encoder_drop_path=0.0).train().student.encoder.vit.training
+
+
+def test_smtc_trains_the_patch_and_position_embeddings_and_cls_token() -> None:
+    from models.smtc import parameter_groups
+
+    model = _smtc("vit_tiny_p4")  # two blocks, so the CLS token reaches the last block's keys
+    vit = model.student.encoder.vit
+    stem = [vit.patch_embed.proj.weight, vit.pos_embed, vit.cls_token]
+    assert all(p.requires_grad for p in stem)
+    out = model({"video": torch.rand(2, 2, 3, 32, 32)})
+    out["loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in stem)
+    encoder_params = {id(p) for g in parameter_groups(model) if g["is_encoder"] for p in g["params"]}
+    assert all(id(p) in encoder_params for p in stem)  # 0 LR before --grad_iter, 1 % after
+    assert not _smtc(train_encoder_stem=False).student.encoder.vit.pos_embed.requires_grad
+
+
+def test_smtc_instance_draw_passes_no_gradient_to_mu_and_log_sigma() -> None:
+    from models.smtc import instance_loss, validity
+
+    for reparam in (False, True):
+        model = _smtc(reparam_instances=reparam, augment=False)
+        student = model.student(torch.rand(2, 2, 3, 32, 32))
+        valid = validity(student["semantic_logits"], student["semantic_slots"], student["instance_slots"], model.cfg)
+        loss = instance_loss(student["projections"], student["projections"].detach().flip(3), torch.ones_like(valid),
+                             torch.ones_like(valid))
+        loss.backward()
+        grad = model.student.log_sigma.grad
+        assert grad is not None  # a zero tensor, as torch.normal gives: weight decay still applies
+        assert (grad.abs().sum() > 0) == reparam
+
+
+def test_smtc_train_flag_reparam_instances_reaches_the_checkpoint(tmp_path) -> None:
+    import train_smtc
+    from tests.test_eval_smtc import TINY
+
+    train_smtc.main([*TINY, "--num_train_steps", "1", "--output_path", str(tmp_path), "--reparam_instances"])
+    (run,) = tmp_path.iterdir()
+    stored = torch.load(run / "checkpoint.pt.tar", weights_only=False)["model_config"]
+    # New runs record every official choice, so upgrade_model_config never touches them.
+    assert stored["reparam_instances"] is True and stored["qkv_bias"] is True and stored["train_encoder_stem"] is True
+    assert stored["encoder_drop_path"] == pytest.approx(0.1)
+
+
+def test_smtc_colour_augmentation_grayscale_first_then_jitter_with_hue() -> None:
+    from models.smtc import apply_colour, colour_params, shift_hue
+
+    red = torch.zeros(1, 1, 3, 4, 4)
+    red[:, :, 0] = 1.0
+    # Hue 0.1 of the circle = 36 degrees: pure red becomes (1, 0.6, 0).
+    torch.testing.assert_close(shift_hue(red, torch.tensor([0.1]))[0, 0, :, 0, 0], torch.tensor([1.0, 0.6, 0.0]))
+    hues = colour_params(4000, torch.Generator().manual_seed(0))["hue"]
+    assert -0.1 <= hues.min() < -0.09 and 0.09 < hues.max() <= 0.1
+    # Grayscale, then a brightness jitter of 1.4: the gray value is brightened (jitter before
+    # grayscale would have clipped the red channel at 1 first).
+    video = torch.zeros(1, 1, 3, 8, 8)
+    video[:, :, 0] = 0.9
+    params = {"gray": torch.tensor([True]), "jitter": torch.tensor([True]), "factors": torch.tensor([[1.4, 1.0, 1.0]]),
+              "hue": torch.tensor([0.0]), "order": torch.arange(4), "blur": torch.tensor([False])}
+    out = apply_colour(video, params, blur_sigma=1.0)
+    torch.testing.assert_close(out, torch.full_like(video, 0.9 * 0.299 * 1.4))
