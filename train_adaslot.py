@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 from datasets.feature_cache import add_cache_args, check_frozen_encoder
-from models import build_encoder_from_spec, encoder_fingerprint
+from models import build_encoder_from_spec, encoder_fingerprint, upgrade_model_config
 from models.adaslot import ARCHITECTURE_FIELDS, AdaSlot, AdaSlotConfig, add_model_args, check_config, \
     check_warm_start_source, warm_start
 from models.encoders import resolve_encoder_name
@@ -77,7 +77,9 @@ def inherit_from_stage1(parser: argparse.ArgumentParser, argv: list[str] | None,
     if "which_encoder" in typed and resolve_encoder_name(first.which_encoder) != resolve_encoder_name(enc["name"]):
         raise UserError(f"--encoder {first.which_encoder} differs from the stage-1 checkpoint's ({enc['name']})")
     inherited = {**{name: stored[name] for name in ARCHITECTURE_FIELDS}, "which_encoder": enc["name"],
-                 "no_pretrained": not enc["pretrained"]}
+                 "no_pretrained": not enc["pretrained"],
+                 # the loaded weights were initialised by stage 1's scheme: record it in stage 2 too
+                 "init_scheme": upgrade_model_config("adaslot", stored)["init_scheme"]}
     for action in parser._actions:  # noqa: SLF001 - not set_defaults: typed-flag detection must still work
         action.default = inherited.get(action.dest, action.default)
     return warm

@@ -87,8 +87,8 @@ def _slot_attention() -> MethodSpec:
 def _slate() -> MethodSpec:
     from models.slate import SLATE, SLATEConfig, add_model_args, check_config
 
-    return MethodSpec(SLATEConfig, lambda config, encoder: SLATE(config), add_model_args, frozenset(), check_config,
-                      primary_masks="slots")
+    return MethodSpec(SLATEConfig, lambda config, encoder: SLATE(config), add_model_args, frozenset({"eval_tokens"}),
+                      check_config, primary_masks="slots")
 
 
 def _adaslot() -> MethodSpec:
@@ -159,6 +159,9 @@ def method_spec(method: str) -> MethodSpec:
 # the key, so only records without it are upgraded. Per method; see docs/methods/<method>.md.
 LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
     "gnm": {"draw_map_norm": False, "paste_premultiplied": False},
+    "spot": {"init_scheme": "xavier"},
+    "slate": {"eval_tokens": "argmax", "official_bos": False},
+    "adaslot": {"init_scheme": "xavier"},
     "smtc": {"qkv_bias": False, "encoder_drop_path": 0.0, "train_encoder_stem": False, "reparam_instances": True},
 }
 

@@ -18,6 +18,10 @@ Update = Literal["gru", "residual"]
 INIT_METHODS: tuple[str, ...] = ("shared_gaussian", "embedding")
 TRUNCATIONS: tuple[str, ...] = ("none", "bi-level", "fixed-point")
 UPDATES: tuple[str, ...] = ("gru", "residual")
+# How q/k/v, the GRU and the slot MLP are initialised: SPOT's scheme (xavier projections,
+# orthogonal recurrent weights, zero biases) or PyTorch's defaults (the AdaSlot and OCLF DINOSAUR
+# references). Part of each method's recipe: see docs/methods/adaslot.md.
+INIT_SCHEMES: tuple[str, ...] = ("xavier", "torch_default")
 
 
 class SlotInitializer(nn.Module):
@@ -69,6 +73,8 @@ class SlotAttention(nn.Module):
             parameters are frozen (``requires_grad=False``): they keep their random values, and
             DDP's every-parameter-gets-a-gradient check holds.
         update: ``gru`` (Locatello et al.) or ``residual`` (``slots + updates``, no GRU; SMTC).
+        init_scheme: ``xavier`` (SPOT's initialisation) or ``torch_default`` (``nn.Linear`` and
+            ``nn.GRUCell`` defaults, biases included; AdaSlot and OCLF DINOSAUR), see ``INIT_SCHEMES``.
         qkv_bias: biases on the q/k/v projections (SMTC's official code has them; SPOT, DINOSAUR,
             AdaSlot and Slot Attention do not). They keep ``nn.Linear``'s initialisation.
 
@@ -91,8 +97,11 @@ class SlotAttention(nn.Module):
         truncate: Truncation = "none",
         update: Update = "gru",
         qkv_bias: bool = False,
+        init_scheme: str = "xavier",
     ) -> None:
         super().__init__()
+        if init_scheme not in INIT_SCHEMES:
+            raise ValueError(f"unknown init scheme {init_scheme!r}; expected one of {INIT_SCHEMES}")
         if update not in UPDATES:
             raise ValueError(f"unknown slot update {update!r}; expected one of {UPDATES}")
         if slot_dim % num_heads:
@@ -119,7 +128,8 @@ class SlotAttention(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(slot_dim, mlp_hidden_dim), nn.ReLU(inplace=True), nn.Linear(mlp_hidden_dim, slot_dim)
         )
-        self._reset_parameters()
+        if init_scheme == "xavier":
+            self._reset_parameters()
 
     def _reset_parameters(self) -> None:
         # SPOT's scheme (xavier projections, orthogonal recurrent weights): it breaks slot

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from models import build_encoder_from_spec
+from models import build_encoder_from_spec, upgrade_model_config
 from models.encoders import SMALL_ENCODERS, FrozenViT, resolve_encoder_name
 from models.spot import SPOT, SPOTConfig, check_config
 from utils.checkpoint import load_model_state
@@ -223,7 +223,7 @@ def load_teacher(args: Any, checkpoint: dict[str, Any], source: str) -> tuple[SP
     if encoder.trainable:
         raise UserError(f"the teacher {source} fine-tuned encoder blocks (finetune_blocks_after "
                         f"{spec.get('finetune_blocks_after')}); stage 2 needs a teacher with a frozen encoder")
-    config = dataclasses.replace(SPOTConfig(**stored), truncate=args.teacher_truncate,
+    config = dataclasses.replace(SPOTConfig(**upgrade_model_config("spot", stored)), truncate=args.teacher_truncate,
                                  eval_permutations=args.teacher_eval_permutations)
     check_config(config)
     teacher = SPOT(encoder, config)

@@ -169,3 +169,127 @@ def test_smtc_colour_augmentation_grayscale_first_then_jitter_with_hue() -> None
               "hue": torch.tensor([0.0]), "order": torch.arange(4), "blur": torch.tensor([False])}
     out = apply_colour(video, params, blur_sigma=1.0)
     torch.testing.assert_close(out, torch.full_like(video, 0.9 * 0.299 * 1.4))
+
+
+# --- AdaSlot / DINOSAUR ------------------------------------------------------------------------
+ADASLOT_TINY = dict(image_size=16, slot_size=256, mlp_hidden_size=16, mlp_dec_hidden=16, mlp_dec_layers=2)
+
+
+def _qkv_std_and_gru_bias(sa: nn.Module) -> tuple[float, float]:
+    return float(sa.to_q.weight.detach().std()), float(sa.gru.bias_ih.detach().abs().sum())
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_adaslot_slot_attention_keeps_pytorch_default_init(adaptive: bool) -> None:
+    from models.adaslot import AdaSlot, AdaSlotConfig
+    from models.encoders import FrozenViT
+
+    torch.manual_seed(0)
+    model = AdaSlot(FrozenViT("vit_micro_p8", pretrained=False), AdaSlotConfig(**ADASLOT_TINY, adaptive=adaptive))
+    std, gru_bias = _qkv_std_and_gru_bias(model.slot_attention)
+    assert std == pytest.approx(256**-0.5 / 3**0.5, rel=0.03) and gru_bias > 0  # 0.036, GRU biases drawn
+    mlp_bias = model.slot_attention.mlp[0].bias
+    assert mlp_bias.abs().sum() > 0  # nn.Linear's default bias
+    # A checkpoint written before init_scheme existed records the xavier model it was.
+    assert upgrade_model_config("adaslot", {"num_slots": 3})["init_scheme"] == "xavier"
+
+
+def test_spot_and_dinosaur_keep_xavier_and_the_flag_switches() -> None:
+    import train_spot
+    from models.encoders import FrozenViT
+    from models.spot import SPOT, SPOTConfig
+
+    enc = FrozenViT("vit_micro_p8", pretrained=False)
+    for argv in ([], ["--dec_type", "mlp", "--train_permutations", "standard"]):  # SPOT, DINOSAUR
+        args = train_spot.build_parser().parse_args(argv)
+        config = SPOTConfig(image_size=32, num_heads=2, dec_type=args.dec_type, train_permutations=args.train_permutations,
+                            init_scheme=args.init_scheme)
+        model = SPOT(enc, config)
+        std, gru_bias = _qkv_std_and_gru_bias(model.slot_attention)
+        assert std == pytest.approx((2 / 512) ** 0.5, rel=0.03) and gru_bias == 0  # 0.0625, zero biases
+    args = train_spot.build_parser().parse_args(["--init_scheme", "torch_default"])
+    assert SPOTConfig.from_args(args).init_scheme == "torch_default"
+    model = SPOT(enc, SPOTConfig(image_size=32, num_heads=2, init_scheme="torch_default"))
+    assert _qkv_std_and_gru_bias(model.slot_attention)[1] > 0
+
+
+def test_adaslot_init_scheme_flag_reaches_the_config() -> None:
+    import train_adaslot
+    from models.adaslot import AdaSlotConfig
+
+    parser = train_adaslot.build_parser()
+    assert AdaSlotConfig.from_args(parser.parse_args([])).init_scheme == "torch_default"
+    assert AdaSlotConfig.from_args(parser.parse_args(["--init_scheme", "xavier"])).init_scheme == "xavier"
+
+
+def test_adaslot_help_names_both_sparsity_weights() -> None:
+    import train_adaslot
+
+    text = " ".join(train_adaslot.build_parser().format_help().split())
+    assert "default 0.1 as the official COCO/MOVi configs" in text and "defaults to 0.5" in text
+    assert train_adaslot.build_parser().parse_args([]).sparsity_weight == 0.1
+
+
+def test_dinosaur_mlp_decoder_slot_projection_is_xavier() -> None:
+    from models.decoders import MLPDecoder
+
+    torch.manual_seed(0)
+    decoder = MLPDecoder(256, 384, 16, hidden_dim=8, num_hidden_layers=1, use_slot_proj=True)
+    # ViT-S features: xavier std sqrt(2 / (256 + 384)) = 0.056 (nn.Linear's default would be 0.036).
+    assert float(decoder.slot_proj[0].weight.std()) == pytest.approx((2 / 640) ** 0.5, rel=0.02)
+
+
+# --- SLATE -------------------------------------------------------------------------------------
+SLATE_TINY = dict(image_size=32, vocab_size=32, d_model=32, num_heads=2, num_dec_blocks=1, slot_size=16,
+                  mlp_hidden_size=16, num_slots=3, dvae_hidden_size=16)
+
+
+def test_slate_validation_samples_gumbel_tokens_argmax_is_an_option() -> None:
+    import train_slate
+    from models.slate import SLATE, SLATEConfig
+
+    torch.manual_seed(0)
+    model = SLATE(SLATEConfig(**SLATE_TINY)).eval()
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        log_probs = model.dvae(images, tau=1.0)["log_probs"]
+        torch.manual_seed(1)
+        a = model(dict(image=images))["tokens"]
+        torch.manual_seed(2)
+        b = model(dict(image=images))["tokens"]
+    assert not torch.equal(a, b)  # sampled, as the official validation
+    model.config.eval_tokens = "argmax"
+    with torch.no_grad():
+        assert torch.equal(model(dict(image=images))["tokens"], log_probs.argmax(1).flatten(1))
+    args = train_slate.build_parser().parse_args(["--eval_tokens", "argmax"])
+    assert SLATEConfig.from_args(args).eval_tokens == "argmax"
+    assert SLATEConfig.from_args(train_slate.build_parser().parse_args([])).eval_tokens == "sample"
+    from models import method_spec
+
+    assert "eval_tokens" in method_spec("slate").eval_choices  # eval_spot.py --eval_tokens may change it
+
+
+def test_slate_bos_is_a_vocabulary_row_plus_position_with_dropout() -> None:
+    from models.slate import SLATE, SLATEConfig
+
+    torch.manual_seed(0)
+    model = SLATE(SLATEConfig(**{**SLATE_TINY, "d_model": 512, "dropout": 0.5}))
+    assert model.decoder.bos_tokens is None
+    assert float(model.bos_embedding.detach().std()) == pytest.approx(1.0, rel=0.15)  # nn.Embedding's N(0, 1)
+    assert float(model.bos_position.detach().std()) == pytest.approx(0.88, rel=0.15)  # trunc_normal std 1 at +-2
+    model.train()
+    bos = model.bos(2)
+    assert bos.shape == (2, 512) and not torch.equal(bos[0], bos[1]) and (bos == 0).any()  # dropout per sample
+    model.eval()
+    torch.testing.assert_close(model.bos(2)[0], (model.bos_embedding + model.bos_position)[0])
+
+
+def test_slate_old_checkpoints_keep_their_bos_and_argmax_tokens() -> None:
+    from models.slate import SLATE, SLATEConfig
+
+    torch.manual_seed(0)
+    old_model = SLATE(SLATEConfig(**SLATE_TINY, official_bos=False, eval_tokens="argmax"))
+    record = {k: v for k, v in old_model.config.to_dict().items() if k not in ("official_bos", "eval_tokens")}
+    rebuilt = build_model("slate", record, None)
+    rebuilt.load_state_dict(old_model.state_dict())  # strict: same parameters as before
+    assert rebuilt.config.eval_tokens == "argmax" and rebuilt.decoder.bos_tokens is not None
