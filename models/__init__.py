@@ -161,6 +161,7 @@ LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
     "gnm": {"draw_map_norm": False, "paste_premultiplied": False},
     "spot": {"init_scheme": "xavier"},
     "slate": {"eval_tokens": "argmax", "official_bos": False},
+    "slot_attention": {"implicit_extra_iteration": False},
     "adaslot": {"init_scheme": "xavier"},
     "smtc": {"qkv_bias": False, "encoder_drop_path": 0.0, "train_encoder_stem": False, "reparam_instances": True},
 }

@@ -293,3 +293,25 @@ def test_slate_old_checkpoints_keep_their_bos_and_argmax_tokens() -> None:
     rebuilt = build_model("slate", record, None)
     rebuilt.load_state_dict(old_model.state_dict())  # strict: same parameters as before
     assert rebuilt.config.eval_tokens == "argmax" and rebuilt.decoder.bos_tokens is not None
+
+
+# --- Slot Attention implicit differentiation ---------------------------------------------------
+def _count_iterations(model: nn.Module) -> int:
+    calls = []
+    original = model.slot_attention.step
+    model.slot_attention.step = lambda *a, **k: calls.append(1) or original(*a, **k)
+    model(dict(image=torch.rand(1, 3, 16, 16)))
+    return len(calls)
+
+
+def test_implicit_grad_runs_t_ordinary_iterations_plus_one_detached() -> None:
+    from models.slot_attention_ae import SlotAttentionAE, SlotAttentionAEConfig
+
+    tiny = dict(image_size=16, num_slots=2, num_iterations=3, slot_size=8, mlp_hidden_size=8, encoder_channels=8,
+                decoder_channels=8, decoder_upsamples=2)
+    torch.manual_seed(0)
+    assert _count_iterations(SlotAttentionAE(SlotAttentionAEConfig(**tiny, implicit_grad=True))) == 4
+    assert _count_iterations(SlotAttentionAE(SlotAttentionAEConfig(**tiny))) == 3
+    # A checkpoint written before the field existed ran 3 in all, and still does.
+    old = build_model("slot_attention", dict(tiny, implicit_grad=True), None)
+    assert _count_iterations(old) == 3
