@@ -315,3 +315,14 @@ def test_implicit_grad_runs_t_ordinary_iterations_plus_one_detached() -> None:
     # A checkpoint written before the field existed ran 3 in all, and still does.
     old = build_model("slot_attention", dict(tiny, implicit_grad=True), None)
     assert _count_iterations(old) == 3
+
+
+# --- SlotFA ------------------------------------------------------------------------------------
+def test_slotfa_augmented_branch_sends_no_gradient_by_default() -> None:
+    import train_slotfa
+    from models.slotfa import SlotConConfig
+
+    assert SlotConConfig().fa_grad == "none"
+    parser = train_slotfa.build_parser()
+    assert parser.parse_args([]).fa_grad == "none"  # a seed command gets the released code's behaviour
+    assert parser.parse_args(["--fa-grad", "backbone"]).fa_grad == "backbone"
