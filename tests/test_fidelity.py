@@ -326,3 +326,10 @@ def test_slotfa_augmented_branch_sends_no_gradient_by_default() -> None:
     parser = train_slotfa.build_parser()
     assert parser.parse_args([]).fa_grad == "none"  # a seed command gets the released code's behaviour
     assert parser.parse_args(["--fa-grad", "backbone"]).fa_grad == "backbone"
+
+
+# --- MOVi --------------------------------------------------------------------------------------
+def test_movi_masks_are_scored_at_320_px_unless_val_mask_size_says_otherwise() -> None:
+    from datasets import default_mask_size
+
+    assert default_mask_size("movi", 128) == 320 == default_mask_size("movi", 224)  # SPOT's official default
