@@ -8,6 +8,20 @@ from torch import nn
 
 from models import build_model, upgrade_model_config
 
+def test_every_legacy_default_names_a_config_field_and_new_records_are_untouched() -> None:
+    import dataclasses
+
+    from models import LEGACY_DEFAULTS, method_spec
+
+    for method, legacy in LEGACY_DEFAULTS.items():
+        config_cls = method_spec(method).config_cls
+        names = {f.name for f in dataclasses.fields(config_cls)}
+        assert set(legacy) <= names, method
+        current = dataclasses.asdict(config_cls())
+        assert upgrade_model_config(method, current) == current  # a record that has the keys keeps them
+        assert upgrade_model_config(method, {}) == legacy
+
+
 GNM_TINY = dict(image_size=32, enc_dim=16, draw_hidden=16, mlp_hidden=32, z_what_dim=8, z_global_dim=4, draw_steps=2)
 
 
