@@ -250,7 +250,7 @@ def test_dinosaur_mlp_decoder_slot_projection_is_xavier() -> None:
     torch.manual_seed(0)
     decoder = MLPDecoder(256, 384, 16, hidden_dim=8, num_hidden_layers=1, use_slot_proj=True)
     # ViT-S features: xavier std sqrt(2 / (256 + 384)) = 0.056 (nn.Linear's default would be 0.036).
-    assert float(decoder.slot_proj[0].weight.std()) == pytest.approx((2 / 640) ** 0.5, rel=0.02)
+    assert float(decoder.slot_proj[0].weight.detach().std()) == pytest.approx((2 / 640) ** 0.5, rel=0.02)
 
 
 # --- SLATE -------------------------------------------------------------------------------------
