@@ -24,7 +24,7 @@ import torch
 from datasets import build_dataset, limit
 from metrics import SegmentationMetrics
 from metrics.baselines import baseline_labels
-from models import METHODS, MethodSpec, build_model, model_config_of
+from models import METHODS, MethodSpec, build_model, model_config_of, upgrade_model_config
 from utils import distributed
 from utils.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 from utils.cli import add_data_args, add_encoder_args, data_options, one_line_errors
@@ -68,7 +68,8 @@ def build_parser(method: str | None = HELP_METHOD) -> argparse.ArgumentParser:
 
 def checked_config(spec: MethodSpec | None, args: argparse.Namespace, typed: set[str], checkpoint: dict) -> Any:
     """The checkpoint's model config with eval choices applied; typed model flags must agree."""
-    stored = checkpoint["model_config"]
+    # Fields the record predates count with their old values (so a typed flag is checked against them).
+    stored = upgrade_model_config(checkpoint["method"], checkpoint["model_config"])
     choices = spec.eval_choices if spec is not None else frozenset()
     for name in sorted(typed & set(stored) - choices):
         if getattr(args, name) != stored[name]:

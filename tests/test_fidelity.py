@@ -347,3 +347,20 @@ def test_movi_masks_are_scored_at_320_px_unless_val_mask_size_says_otherwise() -
     from datasets import default_mask_size
 
     assert default_mask_size("movi", 128) == 320 == default_mask_size("movi", 224)  # SPOT's official default
+
+
+def test_eval_checks_typed_flags_against_the_old_behaviour_of_old_checkpoints() -> None:
+    import argparse
+
+    import eval_spot
+    from models import method_spec
+    from models.spot import SPOTConfig
+    from utils.errors import UserError
+
+    record = {k: v for k, v in SPOTConfig(image_size=32, num_heads=2).to_dict().items() if k != "init_scheme"}
+    checkpoint = {"method": "spot", "model_config": record}
+    args = argparse.Namespace(init_scheme="torch_default")
+    with pytest.raises(UserError, match="--init_scheme torch_default does not match the checkpoint \\(xavier\\)"):
+        eval_spot.checked_config(method_spec("spot"), args, {"init_scheme"}, checkpoint)
+    args.init_scheme = "xavier"
+    assert eval_spot.checked_config(method_spec("spot"), args, {"init_scheme"}, checkpoint).init_scheme == "xavier"
