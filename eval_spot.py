@@ -71,6 +71,7 @@ def build_parser(method: str | None = HELP_METHOD) -> argparse.ArgumentParser:
 
 def checked_config(spec: MethodSpec | None, args: argparse.Namespace, typed: set[str], checkpoint: dict) -> Any:
     """The checkpoint's model config with eval choices applied; typed model flags must agree."""
+    # Fields the record predates count with their old values (so a typed flag is checked against them).
     stored = checkpoint["model_config"]
     choices = spec.eval_choices if spec is not None else frozenset()
     for name in sorted(typed & set(stored) - choices):

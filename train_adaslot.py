@@ -77,7 +77,9 @@ def inherit_from_stage1(parser: argparse.ArgumentParser, argv: list[str] | None,
     if "which_encoder" in typed and resolve_encoder_name(first.which_encoder) != resolve_encoder_name(enc["name"]):
         raise UserError(f"--encoder {first.which_encoder} differs from the stage-1 checkpoint's ({enc['name']})")
     inherited = {**{name: stored[name] for name in ARCHITECTURE_FIELDS}, "which_encoder": enc["name"],
-                 "no_pretrained": not enc["pretrained"]}
+                 "no_pretrained": not enc["pretrained"],
+                 # the loaded weights were initialised by stage 1's scheme: record it in stage 2 too
+                 "init_scheme": stored["init_scheme"]}
     for action in parser._actions:  # noqa: SLF001 - not set_defaults: typed-flag detection must still work
         action.default = inherited.get(action.dest, action.default)
     return warm

@@ -55,9 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(*flag("--group-loss-weight"), dest="group_loss_weight", type=float, default=0.5)
     p.add_argument(*flag("--fa-sigma1"), dest="fa_sigma1", type=float, default=1.0, help="SlotFA: std of alpha ~ N(1, s)")
     p.add_argument(*flag("--fa-sigma2"), dest="fa_sigma2", type=float, default=1.0, help="SlotFA: std of beta ~ N(0, s)")
-    p.add_argument(*flag("--fa-grad"), dest="fa_grad", default="backbone", choices=FA_GRAD_MODES,
-                   help="SlotFA: backbone = the augmented loss trains projector+encoder (paper figure); "
-                        "none = no gradient, as the released code")
+    p.add_argument(*flag("--fa-grad"), dest="fa_grad", default="none", choices=FA_GRAD_MODES,
+                   help="SlotFA: none (default) = the augmented loss gives no gradient, as the released code; "
+                        "backbone = it trains projector+encoder (the paper's figure)")
     p.add_argument(*flag("--fa-weight"), dest="fa_weight", type=float, default=1.0, help="SlotFA: weight of L_group-aug")
     p.add_argument(*flag("--batch-size"), dest="batch_size", type=int, default=512, help="GLOBAL batch size")
     p.add_argument(*flag("--base-lr"), dest="base_lr", type=float, default=1.0, help="LR per 256 images")

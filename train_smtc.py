@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cons_scale", type=float, default=1.0)
     g.add_argument("--weight_decay", type=float, default=0.1)
     g.add_argument("--no_augment", action="store_true", help="no colour augmentation (tests)")
+    g.add_argument("--reparam_instances", action="store_true",
+                   help="draw the instance slots as a reparameterised sample, so mu and log_sigma learn from "
+                        "the instance stage (default: the official draw, which passes them no gradient)")
     parser.set_defaults(image_size=256, batch_size=2, which_encoder="dino_vits16", finetune_blocks_after=0,
                         log_path="logs", clip=math.inf, epochs=1)
     return parser
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
     grid = encoder.token_grid(args.image_size)
     config = SMTCConfig(num_slots=args.num_slots, num_instances=args.num_instances, num_iterations=args.num_iterations,
                         anchor_grid=grid[0], entro_cons=args.entro_cons, bi_cons=args.bi_cons,
-                        ent_scale=args.ent_scale, cons_scale=args.cons_scale, augment=not args.no_augment)
+                        ent_scale=args.ent_scale, cons_scale=args.cons_scale, augment=not args.no_augment,
+                        reparam_instances=args.reparam_instances)
     model = SMTC(encoder, config).to(device)
     groups = parameter_groups(model, args.weight_decay)
     optimizer = make_adam(groups, lr=args.lr_main, adamw=True)

@@ -32,10 +32,12 @@ def canonical_name(dataset: str) -> str:
 def default_mask_size(dataset: str, image_size: int) -> int:
     """Resolution at which metrics are computed when ``--val_mask_size`` is not given.
 
-    CLEVR and ClevrTex: 128 (the seed's resolution, after the 192-px crop); Tetrominoes: 35,
-    the native size, so the ground truth is never resampled.
+    COCO, VOC and MOVi: 320, as SPOT's official code (the seed's MOVi commands pass
+    ``--val_mask_size 128`` explicitly; docs/methods/spot.md). CLEVR and ClevrTex: 128 (the seed's
+    resolution, after the 192-px crop); Tetrominoes: 35, the native size, so the ground truth is
+    never resampled.
     """
-    sizes = {"coco": 320, "voc": 320, "movi": 128, "tetrominoes": 35}
+    sizes = {"coco": 320, "voc": 320, "movi": 320, "tetrominoes": 35}
     sizes.update({name: 128 for name in ("clevr", "clevr6", "clevr10", "clevrtex", "clevrtex6")})
     return sizes.get(canonical_name(dataset), image_size)
 

@@ -96,8 +96,8 @@ def _slot_attention() -> MethodSpec:
 def _slate() -> MethodSpec:
     from models.slate import SLATE, SLATEConfig, add_model_args, check_config
 
-    return MethodSpec(SLATEConfig, lambda config, encoder: SLATE(config), add_model_args, frozenset(), check_config,
-                      primary_masks="slots")
+    return MethodSpec(SLATEConfig, lambda config, encoder: SLATE(config), add_model_args, frozenset({"eval_tokens"}),
+                      check_config, primary_masks="slots")
 
 
 def _adaslot() -> MethodSpec:
@@ -166,16 +166,27 @@ def method_spec(method: str) -> MethodSpec:
 
 
 # Config fields added after checkpoint format 1, each with the value that reproduces what a
-# format-1 checkpoint computed; utils.checkpoint.upgrade_checkpoint fills them into older records
-# (docs/checkpoints.md). A field added later goes into the next format's table.
+# format-1 checkpoint computed (its stored model_config lacks the key). Only
+# utils.checkpoint.upgrade_checkpoint applies this table, to format-1 records; loading is otherwise
+# strict (docs/checkpoints.md). New runs store every key, with the official defaults
+# (docs/methods/<method>.md). A field added later goes into the next format's table.
 FIELDS_ADDED_IN_FORMAT_2: dict[str, dict[str, Any]] = {
-    "slot_attention": {"activation": "relu", "encoder_norm": True},
-    "adaslot": {"input_mlp_hidden": None},
-    "gnm": {name: [] for name in (
+    "slot_attention": {"activation": "relu", "encoder_norm": True, "implicit_extra_iteration": False},
+    "adaslot": {"input_mlp_hidden": None, "init_scheme": "xavier"},
+    "gnm": {"draw_map_norm": False, "paste_premultiplied": False, **{name: [] for name in (
         "encoder_filters", "encoder_kernels", "encoder_strides", "draw_stat_hidden", "draw_map_hidden", "head_hidden",
         "glimpse_filters", "glimpse_kernels", "glimpse_upscales", "bg_filters", "bg_kernels", "bg_upscales",
-        "bg_posterior_hidden", "bg_prior_hidden")},
+        "bg_posterior_hidden", "bg_prior_hidden")}},
+    "spot": {"init_scheme": "xavier"},
+    "slate": {"eval_tokens": "argmax", "official_bos": False},
+    "smtc": {"qkv_bias": False, "encoder_drop_path": 0.0, "train_encoder_stem": False, "reparam_instances": True},
 }
+
+
+def upgrade_model_config(method: str, model_config: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 ``model_config`` with every field it predates set to the old behaviour
+    (:data:`FIELDS_ADDED_IN_FORMAT_2`); keys the record holds are kept."""
+    return {**FIELDS_ADDED_IN_FORMAT_2.get(method, {}), **model_config}
 
 
 def model_config_of(method: str, model_config: dict[str, Any], source: str = "the checkpoint") -> Any:

@@ -23,7 +23,7 @@ from torch import nn
 
 from models.decoders import MLPDecoder, mask_normalized
 from models.encoders import FrozenViT
-from models.slot_attention import SlotAttention
+from models.slot_attention import INIT_SCHEMES, SlotAttention
 from utils.checkpoint import describe_key_mismatch, model_state
 from utils.errors import UserError
 
@@ -52,6 +52,9 @@ class AdaSlotConfig:
     # Hidden width of the input MLP (LN -> Linear(D, h) -> ReLU -> Linear(h, Ds)); None: the
     # feature width D, as in DINOSAUR/AdaSlot. Imports of resized released files set it.
     input_mlp_hidden: int | None = None
+    # Both AdaSlot references keep PyTorch's default initialisation in slot attention; checkpoints
+    # written before the field existed were xavier-initialised (models.FIELDS_ADDED_IN_FORMAT_2).
+    init_scheme: str = "torch_default"
 
     @classmethod
     def from_args(cls, args: Any) -> "AdaSlotConfig":
@@ -139,6 +142,7 @@ class AdaSlot(nn.Module):
         self.slot_attention = SlotAttention(
             input_dim=d, slot_dim=d, num_slots=config.num_slots, num_iterations=config.num_iterations,
             num_heads=1, mlp_hidden_dim=config.mlp_hidden_size, init_method="shared_gaussian",
+            init_scheme=config.init_scheme,
         )
         self.decoder = MLPDecoder(d, dim, self.grid[0] * self.grid[1], hidden_dim=config.mlp_dec_hidden,
                                   num_hidden_layers=config.mlp_dec_layers, use_slot_proj=False)
@@ -242,6 +246,11 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--use_adaptive_slot_attention", action="store_true", help="stage 2: per-slot keep/drop selector")
     group.add_argument("--use_sparsity_loss", action="store_true", help="stage 2: linear penalty on the kept fraction")
     group.add_argument("--sparsity_weight", "--sparsity_loss_weight", dest="sparsity_weight", type=float, default=0.1,
-                       help="weight of the sparsity penalty (official COCO/MOVi configs: 0.1)")
+                       help="weight of the sparsity penalty; default 0.1 as the official COCO/MOVi configs. The seed "
+                            "repository (DINOSAUR-and-Adaptive-Slot-Attention) defaults to 0.5, so its stage-2 command "
+                            "penalises 5x more there: pass --sparsity_weight 0.5 to reproduce that")
+    group.add_argument("--init_scheme", default="torch_default", choices=INIT_SCHEMES,
+                       help="slot-attention initialisation: torch_default (PyTorch defaults, both AdaSlot "
+                            "references) or xavier (SPOT's scheme)")
     group.add_argument("--keep_rule", default="gumbel", choices=KEEP_RULES,
                        help="keep decisions at evaluation: gumbel (sampled, as the original) or threshold (p_keep > 0.5)")

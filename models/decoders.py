@@ -86,6 +86,7 @@ class MLPDecoder(nn.Module):
             self.slot_proj: nn.Module = nn.Sequential(
                 nn.Linear(slot_dim, feature_dim, bias=False), nn.LayerNorm(feature_dim)
             )
+            nn.init.xavier_uniform_(self.slot_proj[0].weight)  # as SPOT's code (DINOSAUR with --dec_type mlp)
             in_dim = feature_dim
         else:
             self.slot_proj = nn.Identity()
@@ -282,6 +283,9 @@ class AutoregressiveDecoder(nn.Module):
             ``feature_dim``. An int (SLATE: the dVAE vocabulary size) adds a bias-free head
             ``Linear(feature_dim -> output_dim)`` after the final LayerNorm; the prediction then
             holds logits for a cross-entropy.
+        learned_bos: hold the BOS tokens here (``bos_tokens``). ``False``: the caller passes the
+            BOS vectors to ``forward`` (SLATE's official BOS: a vocabulary row plus position 0,
+            after the embedding dropout).
     """
 
     def __init__(
@@ -297,6 +301,7 @@ class AutoregressiveDecoder(nn.Module):
         input_proj: bool = True,
         slot_proj_norm: bool = True,
         output_dim: int | None = None,
+        learned_bos: bool = True,
     ) -> None:
         super().__init__()
         if num_blocks < 1:
@@ -318,8 +323,10 @@ class AutoregressiveDecoder(nn.Module):
             _xavier_linear(slot_dim, feature_dim, bias=False),
             nn.LayerNorm(feature_dim) if slot_proj_norm else nn.Identity(),
         )
-        self.bos_tokens = nn.Parameter(torch.empty(num_orderings, feature_dim))
-        nn.init.normal_(self.bos_tokens, std=0.02)
+        self.bos_tokens: nn.Parameter | None = None
+        if learned_bos:
+            self.bos_tokens = nn.Parameter(torch.empty(num_orderings, feature_dim))
+            nn.init.normal_(self.bos_tokens, std=0.02)
 
         gain = (3 * num_blocks) ** -0.5
         self.blocks = nn.ModuleList(
@@ -355,6 +362,7 @@ class AutoregressiveDecoder(nn.Module):
         targets: torch.Tensor,
         ordering: torch.Tensor | None = None,
         ordering_index: int | torch.Tensor | Sequence[int] = 0,
+        bos: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Teacher-forced decoding under one patch ordering, or under several at once.
 
@@ -369,6 +377,8 @@ class AutoregressiveDecoder(nn.Module):
                 sequence of ``M``) with an ``[M, N]`` ordering. With one ordering a 0-d tensor is
                 accepted too, so that a randomly drawn index never leaves the device (no graph
                 break under ``torch.compile``, no host sync; its range is then not checked).
+            bos: ``[B, D]`` BOS vectors, one per sequence (one ordering only); required without
+                ``learned_bos``, which then ignores ``ordering_index``.
 
         Returns:
             dict with (both in raster token order, float32)
@@ -404,11 +414,16 @@ class AutoregressiveDecoder(nn.Module):
         else:
             seq = targets.unsqueeze(0)
 
-        if isinstance(ordering_index, torch.Tensor):  # index_select: traceable without reading the value
-            bos_index = ordering_index.reshape(1).to(device=targets.device, dtype=torch.long)
+        if bos is not None or self.bos_tokens is None:
+            if bos is None or tuple(bos.shape) != (B, D) or M != 1:
+                raise ValueError(f"pass bos [{B}, {D}] with one ordering (the decoder holds no BOS tokens)")
+            bos = bos.to(targets.dtype).view(1, B, 1, D)
         else:
-            bos_index = torch.as_tensor(indices, device=targets.device)
-        bos = self.bos_tokens.index_select(0, bos_index).to(targets.dtype).view(M, 1, 1, D).expand(M, B, 1, D)
+            if isinstance(ordering_index, torch.Tensor):  # index_select: traceable without reading the value
+                bos_index = ordering_index.reshape(1).to(device=targets.device, dtype=torch.long)
+            else:
+                bos_index = torch.as_tensor(indices, device=targets.device)
+            bos = self.bos_tokens.index_select(0, bos_index).to(targets.dtype).view(M, 1, 1, D).expand(M, B, 1, D)
         x = torch.cat([bos, seq[:, :, :-1]], dim=2).reshape(M * B, N, D)
         x = self.input_proj(x)
         memory = self.slot_proj(slots)  # [B, K, D], the same for every ordering

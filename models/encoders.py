@@ -158,7 +158,7 @@ class FrozenViT(nn.Module):
 
     Blocks with index >= ``finetune_blocks_after`` are trainable (SPOT stage 2); everything else
     (patch embedding, positional embedding, CLS/register tokens, final norm) is frozen. The ViT
-    always runs in eval mode, as SPOT's ``forward_encoder`` does.
+    runs in eval mode, as SPOT's ``forward_encoder`` does (unless ``set_stochastic_depth`` asks otherwise).
     """
 
     def __init__(
@@ -231,6 +231,7 @@ class FrozenViT(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
+        self.stochastic_depth = 0.0  # drop-path rate of the last block (set_stochastic_depth)
         self.set_finetune_blocks_after(self.finetune_blocks_after)
         self.train(self.training)
 
@@ -269,10 +270,24 @@ class FrozenViT(nn.Module):
             param.requires_grad_(m is not None and int(m.group(1)) >= self.finetune_blocks_after)
 
     def train(self, mode: bool = True) -> "FrozenViT":
-        """Set the module flag but keep the ViT in eval mode (no dropout/drop-path, as in SPOT)."""
+        """Set the module flag but keep the ViT in eval mode (no dropout/drop-path, as in SPOT),
+        unless stochastic depth was switched on (:meth:`set_stochastic_depth`)."""
         super().train(mode)
-        self.vit.eval()
+        self.vit.train(mode and self.stochastic_depth > 0)
         return self
+
+    def set_stochastic_depth(self, rate: float) -> None:
+        """Drop-path with rates rising linearly from 0 (first block) to ``rate`` (last block), the
+        DINO ViT's rule; with ``rate > 0`` the ViT runs in training mode whenever this module does
+        (SMTC's fine-tuned student). Drop-path has no weights: checkpoints are unaffected."""
+        from timm.layers import DropPath
+
+        self.stochastic_depth = float(rate)
+        rates = torch.linspace(0, self.stochastic_depth, self.depth).tolist()
+        for blk, r in zip(self.vit.blocks, rates):
+            blk.drop_path1 = DropPath(r) if r > 0 else nn.Identity()
+            blk.drop_path2 = DropPath(r) if r > 0 else nn.Identity()
+        self.train(self.training)
 
     @property
     def trainable(self) -> bool:
@@ -371,7 +386,7 @@ class FrozenViT(nn.Module):
         if num_blocks > self.first_trainable_block():
             raise ValueError(f"block {self.first_trainable_block()} is trainable and cannot run without autograd")
         gh, gw = self.token_grid((images.shape[-2], images.shape[-1]))
-        if self.vit.training:  # someone called .train() on the inner ViT directly
+        if self.vit.training and not self.stochastic_depth:  # someone called .train() on the inner ViT directly
             self.vit.eval()
         with torch.no_grad():  # frozen part: no activations kept for backward
             x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
@@ -382,7 +397,7 @@ class FrozenViT(nn.Module):
 
     def forward_from(self, tokens: Tensor, start_block: int) -> Tensor:
         """Run blocks ``start_block``.. (and the final norm if asked) -> patch tokens [B, h*w, D]."""
-        if self.vit.training:
+        if self.vit.training and not self.stochastic_depth:
             self.vit.eval()
         x = tokens
         for blk in self.vit.blocks[start_block:]:
@@ -399,9 +414,11 @@ class FrozenViT(nn.Module):
         gh, gw = self.token_grid((images.shape[-2], images.shape[-1]))
         k = self.first_trainable_block()
         grad_wanted = torch.is_grad_enabled()
-        with torch.no_grad():
+        # k == 0 may mean a trainable stem (SMTC trains the patch/position embeddings): keep its graph.
+        with torch.set_grad_enabled(grad_wanted and k == 0):
             x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
             x = self._tokens(x, gh, gw)
+        with torch.no_grad():
             for blk in self.vit.blocks[: min(k, self.depth - 1)]:
                 x = blk(x)
         with torch.set_grad_enabled(grad_wanted):

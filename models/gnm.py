@@ -90,6 +90,10 @@ class GNMConfig:
     bg_upscales: list[int] = field(default_factory=list)
     bg_posterior_hidden: list[int] = field(default_factory=list)
     bg_prior_hidden: list[int] = field(default_factory=list)
+    # Official behaviour (docs/methods/gnm.md); checkpoints written before these fields existed
+    # lack them and get False (models.FIELDS_ADDED_IN_FORMAT_2): their architecture and rendering.
+    draw_map_norm: bool = True  # StructDRAW's z -> map MLP ends with CELU + LayerNorm
+    paste_premultiplied: bool = True  # paste alpha * rgb (one transform), not alpha and rgb apart
     beta_global: list[float] = _schedule_field("beta_global")
     beta_pres: list[float] = _schedule_field("beta_pres")
     beta_where: list[float] = _schedule_field("beta_where")
@@ -201,7 +205,7 @@ class GNM(nn.Module):
         self.encoder = ImageEncoder(num_upsamplings(c.image_size // c.grid_size, "cell size"), c.enc_dim,
                                     c.encoder_filters, c.encoder_kernels, c.encoder_strides)
         self.draw = StructDRAW(c.enc_dim, c.draw_hidden, c.grid_size, c.z_global_dim, c.draw_steps, c.mlp_hidden,
-                               c.draw_stat_hidden, c.draw_map_hidden)
+                               c.draw_stat_hidden, c.draw_map_hidden, map_norm=c.draw_map_norm)
         self.local_head = LocalLatentHead(c.enc_dim, c.enc_dim, c.z_what_dim, c.head_hidden)
         glimpse_stages = len(c.glimpse_filters) or num_upsamplings(c.glimpse_size, "glimpse size")
         self.glimpse_decoder = GlimpseDecoder(c.z_what_dim, glimpse_stages, c.glimpse_filters, c.glimpse_kernels,
@@ -217,11 +221,17 @@ class GNM(nn.Module):
         self.register_buffer("aux_where_std", torch.tensor(AUX_WHERE_STD), persistent=False)
 
     def set_step(self, step: int) -> None:
-        """Training step that drives the schedules and the curriculum (called by the Trainer)."""
+        """Completed training steps, which drive the schedules and the curriculum (called by the Trainer)."""
         self.step.fill_(int(step))
 
+    def current_step(self) -> int:
+        """The step the schedules and the curriculum see: the official loop counts a training
+        iteration before running it (the first forward is step 1), so in training mode this is
+        one more than the completed steps; evaluation sees the completed steps."""
+        return int(self.step) + (1 if self.training else 0)
+
     def schedule_values(self, step: int | None = None) -> dict[str, float]:
-        step = int(self.step) if step is None else step
+        step = self.current_step() if step is None else step
         return {name: schedule(step) for name, schedule in self.schedules.items()}
 
     # --- rendering ---------------------------------------------------------------------------
@@ -231,16 +241,20 @@ class GNM(nn.Module):
         b, n = z_pres.shape
         size, centre = decode_where(z_where, self.config.grid_size)
         rgb, alpha = self.glimpse_decoder(z_what.reshape(b * n, -1))
-        glimpses = torch.cat([rgb, alpha], dim=1).view(b, n, 4, *rgb.shape[-2:])
+        premultiplied = self.config.paste_premultiplied
+        # Official: the product alpha * rgb is pasted, so a glimpse's edge fades as the pasted
+        # weight w (pasting both apart and multiplying after fades as w^2).
+        glimpses = torch.cat([rgb * alpha if premultiplied else rgb, alpha], dim=1).view(b, n, 4, *rgb.shape[-2:])
         full = paste(glimpses, size, centre, self.config.image_size)
         background = self.bg_decoder(z_bg)
-        out = composite(full[:, :, :3], full[:, :, 3:], z_pres, z_depth.squeeze(-1), background, force_alpha)
+        out = composite(full[:, :, :3], full[:, :, 3:], z_pres, z_depth.squeeze(-1), background, force_alpha,
+                        premultiplied=premultiplied)
         out["background"] = background
         out["boxes"] = boxes_from_where(size, centre, self.config.image_size)
         return out
 
     def _in_curriculum(self) -> bool:
-        return self.training and 0 < int(self.step) < self.config.curriculum_steps
+        return self.training and 0 < self.current_step() < self.config.curriculum_steps
 
     # --- inference -----------------------------------------------------------------------------
     def infer(self, image: torch.Tensor) -> dict[str, Any]:

@@ -19,12 +19,13 @@ def conv_block(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequen
     return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, (kernel - 1) // 2), nn.CELU(), nn.GroupNorm(1, c_out))
 
 
-def mlp(sizes: list[int]) -> nn.Sequential:
-    """Linear -> CELU -> LayerNorm for every hidden layer; the last layer is linear."""
+def mlp(sizes: list[int], final_norm: bool = False) -> nn.Sequential:
+    """Linear -> CELU -> LayerNorm for every hidden layer; the last layer is linear unless
+    ``final_norm`` (then it is followed by CELU -> LayerNorm too)."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
+        if i < len(sizes) - 2 or final_norm:
             layers += [nn.CELU(), nn.LayerNorm(b)]
     return nn.Sequential(*layers)
 
@@ -94,10 +95,12 @@ class StructDRAW(nn.Module):
     q-net gives q(z_t | .); the prior p-net reads the previous ``h_dec`` along the same path.
     Prior only (``encoding`` None): z_t is drawn from p. Either way ``z_t`` -> MLP -> G x G map,
     concatenated with the canvas into the decoder LSTM, and ``canvas += conv3x3(h_dec)``.
+    ``map_norm``: the z -> map MLP ends with CELU + LayerNorm (official) instead of a Linear.
     """
 
     def __init__(self, enc_dim: int, hidden: int, grid_size: int, z_dim: int, steps: int, mlp_hidden: int,
-                 stat_hidden: list[int] | None = None, map_hidden: list[int] | None = None) -> None:
+                 stat_hidden: list[int] | None = None, map_hidden: list[int] | None = None,
+                 map_norm: bool = True) -> None:
         super().__init__()
         stat_hidden = list(stat_hidden) if stat_hidden else [mlp_hidden, mlp_hidden]
         map_hidden = list(map_hidden) if map_hidden else [mlp_hidden, 2 * mlp_hidden]
@@ -107,7 +110,9 @@ class StructDRAW(nn.Module):
         self.decoder = ConvLSTMCell(2 * enc_dim, hidden, grid_size)
         self.q_net = mlp([hidden * cells, *stat_hidden, 2 * z_dim])
         self.p_net = mlp([hidden * cells, *stat_hidden, 2 * z_dim])
-        self.z_to_map = mlp([z_dim, *map_hidden, enc_dim * cells])
+        # The official z -> map network ends with CELU + LayerNorm too (``map_norm``; False: the
+        # plain final Linear of checkpoints written before, see docs/methods/gnm.md).
+        self.z_to_map = mlp([z_dim, *map_hidden, enc_dim * cells], final_norm=map_norm)
         self.to_canvas = nn.Conv2d(hidden, enc_dim, 3, padding=1)
 
     def forward(self, encoding: torch.Tensor | None, batch: int | None = None) -> dict[str, torch.Tensor]:

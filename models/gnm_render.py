@@ -66,6 +66,7 @@ def composite(
     z_depth: torch.Tensor,
     background: torch.Tensor,
     force_alpha: float | None = None,
+    premultiplied: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Depth-ordered compositing of the pasted objects over the background (spec 3.3, overlap mode).
 
@@ -73,12 +74,15 @@ def composite(
     z_depth [B, N], background [B, 3, H, W]. ``force_alpha`` replaces the summed alpha map by a
     constant (the curriculum of the first steps). Returns ``image``, ``foreground``, ``alpha_map``
     [B, 1, H, W] and ``a_hat`` [B, N, 1, H, W] (alpha times presence: the masks of spec 3.7).
+    ``premultiplied``: ``rgb_full`` is the pasted product alpha * rgb (GNM's official rendering),
+    so it is weighted by the presence only, not by the pasted alpha again.
     """
     a_hat = alpha_full * z_pres[:, :, None, None, None]
     # A smaller depth is nearer: sigmoid(-depth) weights it up where objects overlap.
     importance = a_hat * torch.sigmoid(-z_depth)[:, :, None, None, None]
     importance = importance / (importance.sum(dim=1, keepdim=True) + IMPORTANCE_EPS)
-    foreground = (a_hat * rgb_full * importance).sum(dim=1)
+    colour = rgb_full * z_pres[:, :, None, None, None] if premultiplied else a_hat * rgb_full
+    foreground = (colour * importance).sum(dim=1)
     alpha_map = straight_through_clamp(a_hat.sum(dim=1), ALPHA_EPS, 1.0 - ALPHA_EPS)
     if force_alpha is not None:
         alpha_map = torch.full_like(alpha_map, force_alpha)

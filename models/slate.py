@@ -2,7 +2,7 @@
 
 Spec: ``spec/sa_slate_gnm.md`` section 2. Pipeline per image (in [0, 1]):
 dVAE encoder -> code log-probabilities [B, V, h, w] -> a hard Gumbel sample gives the tokens
-[B, N] (argmax at evaluation) -> token + learned position embedding [B, N, d] -> input MLP ->
+[B, N] (also at evaluation, unless --eval_tokens argmax) -> token + learned position embedding [B, N, d] -> input MLP ->
 slot attention (the shared module) -> slots [B, K, Ds] -> the shared autoregressive transformer
 decoder (BOS + tokens shifted by one, cross-attention to slots, vocabulary head) -> logits
 [B, N, V]. Loss = dVAE reconstruction (per-image sum of squared errors) + cross-entropy of the
@@ -24,6 +24,9 @@ from models.dvae import DOWNSAMPLING, DVAE
 from models.slot_attention import TRUNCATIONS, SlotAttention, input_mlp
 from utils.errors import UserError
 from utils.schedules import cosine_anneal
+
+
+EVAL_TOKENS: tuple[str, ...] = ("sample", "argmax")
 
 
 @dataclass
@@ -50,6 +53,11 @@ class SLATEConfig:
     tau_final: float = 0.1
     tau_steps: int = 30000
     hard: bool = False
+    # Official behaviour (docs/methods/slate.md); checkpoints written before these fields existed
+    # lack them and get the old values (models.FIELDS_ADDED_IN_FORMAT_2): argmax evaluation tokens and
+    # the decoder's own BOS vector.
+    eval_tokens: str = "sample"  # evaluation tokens: "sample" (hard Gumbel, as training) or "argmax"
+    official_bos: bool = True  # BOS = a vocabulary row + position 0, through the embedding dropout
 
     @classmethod
     def from_args(cls, args: Any) -> "SLATEConfig":
@@ -74,6 +82,8 @@ def check_config(config: SLATEConfig) -> None:
         raise UserError(f"--vocab_size must be at least 2, got {config.vocab_size}")
     if not (config.tau_start > 0 and config.tau_final > 0):
         raise UserError("--tau_start and --tau_final must be positive (Gumbel-softmax temperatures)")
+    if config.eval_tokens not in EVAL_TOKENS:
+        raise UserError(f"--eval_tokens must be one of {', '.join(EVAL_TOKENS)}, got {config.eval_tokens!r}")
     if config.truncate not in TRUNCATIONS:
         raise UserError(f"--truncate must be one of {', '.join(TRUNCATIONS)}")
 
@@ -98,10 +108,16 @@ class SLATE(nn.Module):
         self.grid = self.dvae.token_grid(config.image_size)
         num_tokens = self.grid[0] * self.grid[1]
         d = config.d_model
-        # The BOS token is the decoder's own learned vector, so the table holds only the codes.
+        # The table holds only the codes. Official BOS: one more vocabulary row (N(0, 1) like the
+        # others) plus its own position (position 0 of the official table, whose positions 1..N
+        # are ``position_embedding``). Legacy BOS: the decoder's own learned vector.
         self.token_embedding = nn.Embedding(config.vocab_size, d)
         self.position_embedding = nn.Parameter(torch.empty(1, num_tokens, d))
         nn.init.trunc_normal_(self.position_embedding)  # std 1, cut at +-2 (SLATE)
+        if config.official_bos:
+            self.bos_embedding = nn.Parameter(torch.randn(1, d))
+            self.bos_position = nn.Parameter(torch.empty(1, d))
+            nn.init.trunc_normal_(self.bos_position)
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.input_mlp = input_mlp(d)
         self.slot_attention = SlotAttention(
@@ -123,6 +139,7 @@ class SLATE(nn.Module):
             input_proj=False,  # token embeddings are already in the decoder width
             slot_proj_norm=False,  # SLATE: bias-free Linear only
             output_dim=config.vocab_size,
+            learned_bos=not config.official_bos,
         )
         self.register_buffer("tau", torch.tensor(float(config.tau_start)))
 
@@ -137,9 +154,10 @@ class SLATE(nn.Module):
         """Code log-probabilities [B, V, h, w] -> raster-order tokens [B, N].
 
         Training draws a hard Gumbel sample independent of the relaxed one fed to the dVAE
-        decoder (spec pitfall 9); evaluation takes the most likely code.
+        decoder (spec pitfall 9). Evaluation samples the same way, as the official validation
+        (whose cross-entropy drives the plateau LR halving), unless ``eval_tokens="argmax"``.
         """
-        if self.training:
+        if self.training or self.config.eval_tokens == "sample":
             tokens = F.gumbel_softmax(log_probs, tau=float(self.tau), hard=True, dim=1).argmax(dim=1)
         else:
             tokens = log_probs.argmax(dim=1)
@@ -149,6 +167,13 @@ class SLATE(nn.Module):
         """Tokens [B, L] (the first L raster positions, L <= N) -> embeddings [B, L, d]."""
         length = tokens.shape[1]
         return self.embedding_dropout(self.token_embedding(tokens) + self.position_embedding[:, :length])
+
+    def bos(self, batch_size: int) -> torch.Tensor | None:
+        """Official BOS vectors [B, d] (vocabulary row + position 0, dropout per sample), or None
+        when the decoder holds its own (legacy)."""
+        if not self.config.official_bos:
+            return None
+        return self.embedding_dropout((self.bos_embedding + self.bos_position).expand(batch_size, -1))
 
     def infer_slots(self, tokens: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Tokens [B, N] -> (embeddings [B, N, d], slot-attention outputs)."""
@@ -161,7 +186,7 @@ class SLATE(nn.Module):
         dvae = self.dvae(images, tau=float(self.tau), hard=self.config.hard)
         tokens = self.tokens_from(dvae["log_probs"])
         embeddings, sa = self.infer_slots(tokens)
-        dec = self.decoder(sa["slots"], embeddings)
+        dec = self.decoder(sa["slots"], embeddings, bos=self.bos(b))
         logits = dec["reconstruction"]  # [B, N, V]
         cross_entropy = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="sum") / b
         mse = ((images - dvae["reconstruction"].float()) ** 2).sum() / b
@@ -194,7 +219,7 @@ class SLATE(nn.Module):
         tokens = torch.zeros(b, 0, dtype=torch.long, device=slots.device)
         for t in range(n):
             placeholder = torch.zeros(b, 1, dtype=torch.long, device=slots.device)
-            logits = self.decoder(slots, self.embed(torch.cat([tokens, placeholder], dim=1)))["reconstruction"]
+            logits = self.decoder(slots, self.embed(torch.cat([tokens, placeholder], dim=1)), bos=self.bos(b))["reconstruction"]
             tokens = torch.cat([tokens, logits[:, t].argmax(dim=-1, keepdim=True)], dim=1)
         return tokens
 
@@ -249,5 +274,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tau_start", type=float, default=defaults.tau_start, help="initial Gumbel-softmax temperature")
     group.add_argument("--tau_final", type=float, default=defaults.tau_final, help="final Gumbel-softmax temperature")
     group.add_argument("--tau_steps", type=int, default=defaults.tau_steps, help="steps of the cosine temperature anneal")
+    group.add_argument("--eval_tokens", default=defaults.eval_tokens, choices=EVAL_TOKENS,
+                       help="evaluation tokens: sample (hard Gumbel sample, as training and the official validation) "
+                            "or argmax (the most likely code, deterministic)")
     group.add_argument("--hard", type=str2bool, default=defaults.hard,
                        help="feed the dVAE decoder straight-through one-hot samples instead of relaxed ones")

@@ -18,6 +18,10 @@ Update = Literal["gru", "residual"]
 INIT_METHODS: tuple[str, ...] = ("shared_gaussian", "embedding")
 TRUNCATIONS: tuple[str, ...] = ("none", "bi-level", "fixed-point")
 UPDATES: tuple[str, ...] = ("gru", "residual")
+# How q/k/v, the GRU and the slot MLP are initialised: SPOT's scheme (xavier projections,
+# orthogonal recurrent weights, zero biases) or PyTorch's defaults (the AdaSlot and OCLF DINOSAUR
+# references). Part of each method's recipe: see docs/methods/adaslot.md.
+INIT_SCHEMES: tuple[str, ...] = ("xavier", "torch_default")
 
 
 class SlotInitializer(nn.Module):
@@ -69,6 +73,10 @@ class SlotAttention(nn.Module):
             parameters are frozen (``requires_grad=False``): they keep their random values, and
             DDP's every-parameter-gets-a-gradient check holds.
         update: ``gru`` (Locatello et al.) or ``residual`` (``slots + updates``, no GRU; SMTC).
+        init_scheme: ``xavier`` (SPOT's initialisation) or ``torch_default`` (``nn.Linear`` and
+            ``nn.GRUCell`` defaults, biases included; AdaSlot and OCLF DINOSAUR), see ``INIT_SCHEMES``.
+        qkv_bias: biases on the q/k/v projections (SMTC's official code has them; SPOT, DINOSAUR,
+            AdaSlot and Slot Attention do not). They keep ``nn.Linear``'s initialisation.
 
     ``forward`` also accepts (SMTC's semantic-aware masked slot attention, spec 1.4): explicit
     initial slots, ``group_size`` (the softmax competes only within consecutive groups of that many
@@ -88,8 +96,12 @@ class SlotAttention(nn.Module):
         init_method: InitMethod = "shared_gaussian",
         truncate: Truncation = "none",
         update: Update = "gru",
+        qkv_bias: bool = False,
+        init_scheme: str = "xavier",
     ) -> None:
         super().__init__()
+        if init_scheme not in INIT_SCHEMES:
+            raise ValueError(f"unknown init scheme {init_scheme!r}; expected one of {INIT_SCHEMES}")
         if update not in UPDATES:
             raise ValueError(f"unknown slot update {update!r}; expected one of {UPDATES}")
         if slot_dim % num_heads:
@@ -108,15 +120,16 @@ class SlotAttention(nn.Module):
         self.norm_inputs = nn.LayerNorm(input_dim)
         self.norm_slots = nn.LayerNorm(slot_dim)
         self.norm_mlp = nn.LayerNorm(slot_dim)
-        self.to_q = nn.Linear(slot_dim, slot_dim, bias=False)
-        self.to_k = nn.Linear(input_dim, slot_dim, bias=False)
-        self.to_v = nn.Linear(input_dim, slot_dim, bias=False)
+        self.to_q = nn.Linear(slot_dim, slot_dim, bias=qkv_bias)
+        self.to_k = nn.Linear(input_dim, slot_dim, bias=qkv_bias)
+        self.to_v = nn.Linear(input_dim, slot_dim, bias=qkv_bias)
         # No GRU at all for residual updates: unused parameters would trouble DDP.
         self.gru = nn.GRUCell(slot_dim, slot_dim) if update == "gru" else None
         self.mlp = nn.Sequential(
             nn.Linear(slot_dim, mlp_hidden_dim), nn.ReLU(inplace=True), nn.Linear(mlp_hidden_dim, slot_dim)
         )
-        self._reset_parameters()
+        if init_scheme == "xavier":
+            self._reset_parameters()
 
     def _reset_parameters(self) -> None:
         # SPOT's scheme (xavier projections, orthogonal recurrent weights): it breaks slot

@@ -8,8 +8,10 @@ Choices where the official TF code and the HHousen port differ (spec pitfall 2):
 follows the official code (ReLU, LayerNorm before the MLP), and so does the initialisation
 (Keras defaults: glorot-uniform kernels, zero biases; ``--conv_init kaiming`` is He init, see
 :func:`models.decoders.init_weights`). ``implicit_grad`` is the first-order
-fixed-point gradient (only the last of ``num_iterations`` differentiated); HHousen's variant
-(3 ordinary steps + 1 detached extra step) is ``--num_iterations 4 --implicit_grad``.
+fixed-point gradient as the seed repository runs it: ``num_iterations`` ordinary iterations, then
+one more from the detached slots, the only one differentiated (T + 1 in all; see
+docs/methods/slot_attention.md). ``implicit_extra_iteration=False`` (checkpoints written before
+the field existed) counts the detached iteration within ``num_iterations``.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ class SlotAttentionAEConfig:
     decoder_upsamples: int = 4
     kernel_size: int = 5
     implicit_grad: bool = False
+    implicit_extra_iteration: bool = True  # implicit_grad: T ordinary + 1 detached iteration (seed), else T in all
     init_method: str = "shared_gaussian"
     conv_init: str = "glorot"
     # Variants of released models (docs/released_models_pixel_video.md): the seed's object-discovery
@@ -127,7 +130,8 @@ class SlotAttentionAE(nn.Module):
             input_dim=config.encoder_channels,
             slot_dim=config.slot_size,
             num_slots=config.num_slots,
-            num_iterations=config.num_iterations,
+            # The fixed-point truncation detaches before the last iteration: one more keeps T ordinary ones.
+            num_iterations=config.num_iterations + int(config.implicit_grad and config.implicit_extra_iteration),
             mlp_hidden_dim=config.mlp_hidden_size,
             init_method=config.init_method,  # type: ignore[arg-type]
             truncate="fixed-point" if config.implicit_grad else "none",
@@ -183,7 +187,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                        help="stride-2 decoder layers; slots are broadcast to image_size / 2**N (8x8 at 128 px)")
     group.add_argument("--kernel_size", type=int, default=5, help="kernel of the encoder convs and hidden decoder layers")
     group.add_argument("--implicit_grad", type=str2bool, default=False,
-                       help="first-order fixed-point gradient: only the last iteration is differentiated")
+                       help="first-order fixed-point gradient, as the seed repository: --num_iterations ordinary "
+                            "iterations, then one more from the detached slots, the only one differentiated")
     group.add_argument("--conv_init", default="glorot", choices=CONV_INITS,
                        help="encoder/decoder weights: glorot (Keras defaults, the official code) or kaiming (He)")
     group.add_argument("--init_method", default="shared_gaussian", choices=INIT_METHODS,

@@ -13,9 +13,9 @@ similarities) and pools one slot per prototype. Losses:
 - SlotFA's augmentation loss: the student's projected map is perturbed slot-wise
   (x' = alpha_k * x + beta_k for pixels hard-assigned to prototype k, alpha ~ N(1, s1),
   beta ~ N(0, s2)), re-grouped by the *locked* student prototypes and distilled against the same
-  teacher targets. ``fa_grad="backbone"`` (default, the paper's figure) lets this loss train the
-  projector and encoder; ``fa_grad="none"`` reproduces the released code, where the loss carries
-  no gradient and is only logged. As released, SlotFA drops the slot contrastive loss.
+  teacher targets. ``fa_grad="none"`` (default) reproduces the released code, where the loss
+  carries no gradient and is only logged; ``fa_grad="backbone"`` (the paper's figure) lets it
+  train the projector and encoder (docs/methods/slotfa.md). As released, SlotFA drops the slot contrastive loss.
 
 Names of submodules equal upstream's (without DDP's ``module.``), so checkpoints map 1:1.
 """
@@ -58,7 +58,7 @@ class SlotConConfig:
     total_steps: int = 1  # K_total of the teacher momentum schedule (training iterations per rank)
     fa_sigma1: float = 1.0  # std of alpha around 1
     fa_sigma2: float = 1.0  # std of beta around 0
-    fa_grad: str = "backbone"
+    fa_grad: str = "none"  # the released code; "backbone": the paper's figure
     fa_weight: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:

@@ -53,6 +53,13 @@ class SMTCConfig:
     sinkhorn_eps: float = 0.05
     sinkhorn_iters: int = 3
     augment: bool = True
+    # Official behaviour (docs/methods/smtc.md). Checkpoints written before these fields existed lack
+    # them and get the old values (models.FIELDS_ADDED_IN_FORMAT_2): no q/k/v biases, a frozen stem,
+    # no drop-path and reparameterised instance slots.
+    qkv_bias: bool = True  # biases on slot attention's q/k/v projections
+    encoder_drop_path: float = 0.1  # the student ViT trains with stochastic depth (DINO's default)
+    train_encoder_stem: bool = True  # patch/position embeddings and CLS token train with the blocks
+    reparam_instances: bool = False  # True: instance slots are a reparameterised sample (mu, log_sigma learn)
 
 
 # ----------------------------------------------------------------------------- loss pieces
@@ -187,29 +194,77 @@ def consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 # ----------------------------------------------------------------------------- augmentation
 
 
-def colour_augment(video: torch.Tensor, blur_sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-clip colour augmentation of [B, T, 3, H, W] in [0, 1], same parameters for every frame:
-    grayscale p 0.2, brightness/contrast/saturation jitter 0.4 p 0.8, Gaussian blur p 0.5 with a
-    fixed sigma (as the original: drawn once per process). Hue jitter is not applied."""
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+JITTER = 0.4  # brightness, contrast and saturation factors in U(1 - 0.4, 1 + 0.4)
+HUE = 0.1  # hue shift in U(-0.1, 0.1) of the colour circle
+
+
+def shift_hue(video: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue of [B, ..., 3, H, W] RGB in [0, 1] by ``shift`` [B] (fraction of the circle)."""
+    r, g, b = video.unbind(-3)
+    high, low = video.max(-3).values, video.min(-3).values
+    delta = high - low
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    hue = torch.where(high == r, ((g - b) / safe) % 6, torch.where(high == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    hue = torch.where(delta > 0, hue / 6, torch.zeros_like(hue))
+    hue = (hue + shift.view(-1, *[1] * (hue.ndim - 1))) % 1.0
+    saturation = torch.where(high > 0, delta / torch.where(high > 0, high, torch.ones_like(high)), torch.zeros_like(high))
+    # HSV -> RGB: channel n takes v - v s max(0, min(k, 4 - k, 1)) with k = (n + 6 h) mod 6.
+    out = []
+    for n in (5.0, 3.0, 1.0):
+        k = (n + hue * 6) % 6
+        out.append(high - high * saturation * torch.clamp(torch.minimum(k, 4 - k), 0, 1))
+    return torch.stack(out, dim=-3)
+
+
+def colour_params(batch: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Random draws of :func:`colour_augment` for ``batch`` clips (one set per clip; the jitter's
+    order of brightness, contrast, saturation, hue is one permutation for the whole batch)."""
+    return {
+        "gray": torch.rand(batch, generator=generator) < 0.2,
+        "jitter": torch.rand(batch, generator=generator) < 0.8,
+        "factors": 1 + (torch.rand(batch, 3, generator=generator) * 2 - 1) * JITTER,
+        "hue": (torch.rand(batch, generator=generator) * 2 - 1) * HUE,
+        "order": torch.randperm(4, generator=generator),
+        "blur": torch.rand(batch, generator=generator) < 0.5,
+    }
+
+
+def apply_colour(video: torch.Tensor, params: dict[str, torch.Tensor], blur_sigma: float) -> torch.Tensor:
+    """Apply drawn :func:`colour_params` to [B, T, 3, H, W] in [0, 1], the same to every frame of a
+    clip, in the official order: grayscale, then colour jitter, then Gaussian blur."""
     b = video.shape[0]
     dev = video.device
 
-    def draw(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=generator).to(dev)
+    def per_clip(x: torch.Tensor) -> torch.Tensor:
+        return x.to(dev).view(b, 1, 1, 1, 1)
 
-    out = video
-    gray_w = torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 1, 3, 1, 1)
-    jitter = (draw(b) < 0.8).view(b, 1, 1, 1, 1)
-    factors = 1 + (draw(b, 3) * 0.8 - 0.4)  # U(0.6, 1.4) for brightness, contrast, saturation
-    bright = out * factors[:, 0].view(b, 1, 1, 1, 1)
-    mean = (bright * gray_w).sum(2, keepdim=True).mean((1, 3, 4), keepdim=True)
-    contrast = (bright - mean) * factors[:, 1].view(b, 1, 1, 1, 1) + mean
-    gray = (contrast * gray_w).sum(2, keepdim=True)
-    sat = (contrast - gray) * factors[:, 2].view(b, 1, 1, 1, 1) + gray
-    out = torch.where(jitter, sat.clamp(0, 1), out)
-    to_gray = (draw(b) < 0.2).view(b, 1, 1, 1, 1)
-    out = torch.where(to_gray, (out * gray_w).sum(2, keepdim=True).expand_as(out), out)
-    blur = (draw(b) < 0.5).view(b, 1, 1, 1, 1)
+    gray_w = torch.tensor(GRAY_WEIGHTS, device=dev, dtype=video.dtype).view(1, 1, 3, 1, 1)
+
+    def gray(x: torch.Tensor) -> torch.Tensor:
+        return (x * gray_w).sum(2, keepdim=True)
+
+    out = torch.where(per_clip(params["gray"]), gray(video).expand_as(video), video)
+    factors = params["factors"].to(dev, video.dtype)
+
+    def brightness(x: torch.Tensor) -> torch.Tensor:
+        return x * factors[:, 0].view(b, 1, 1, 1, 1)
+
+    def contrast(x: torch.Tensor) -> torch.Tensor:
+        mean = gray(x).mean((1, 3, 4), keepdim=True)
+        return (x - mean) * factors[:, 1].view(b, 1, 1, 1, 1) + mean
+
+    def saturation(x: torch.Tensor) -> torch.Tensor:
+        g = gray(x)
+        return (x - g) * factors[:, 2].view(b, 1, 1, 1, 1) + g
+
+    def hue(x: torch.Tensor) -> torch.Tensor:
+        return shift_hue(x, params["hue"].to(dev, video.dtype))
+
+    jittered = out
+    for index in params["order"].tolist():
+        jittered = (brightness, contrast, saturation, hue)[index](jittered).clamp(0, 1)
+    out = torch.where(per_clip(params["jitter"]), jittered, out)
     size = min(25, (min(video.shape[-2:]) // 2) * 2 - 1)
     if size >= 3:
         x = torch.arange(size, device=dev, dtype=video.dtype) - size // 2
@@ -218,8 +273,16 @@ def colour_augment(video: torch.Tensor, blur_sigma: float, generator: torch.Gene
         flat = out.flatten(0, 2).unsqueeze(1)
         flat = F.conv2d(F.pad(flat, (size // 2, size // 2, 0, 0), mode="reflect"), k1.view(1, 1, 1, -1))
         flat = F.conv2d(F.pad(flat, (0, 0, size // 2, size // 2), mode="reflect"), k1.view(1, 1, -1, 1))
-        out = torch.where(blur, flat.view_as(out), out)
+        out = torch.where(per_clip(params["blur"]), flat.view_as(out), out)
     return out
+
+
+def colour_augment(video: torch.Tensor, blur_sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-clip colour augmentation of [B, T, 3, H, W] in [0, 1], same parameters for every frame, as
+    the official pipeline: grayscale p 0.2, then colour jitter p 0.8 (brightness, contrast,
+    saturation 0.4 and hue 0.1, in a random order), then Gaussian blur p 0.5 with a fixed sigma
+    (drawn once per process, as the original)."""
+    return apply_colour(video, colour_params(video.shape[0], generator), blur_sigma)
 
 
 # ----------------------------------------------------------------------------- network
@@ -234,7 +297,8 @@ class SMTCNet(nn.Module):
         dim = encoder.embed_dim
         self.correlation_proj = nn.Linear(cfg.anchor_grid**2, dim)  # = Conv1d(A, D, 1)
         self.slot_attention = SlotAttention(dim, dim, cfg.num_slots, cfg.num_iterations, mlp_hidden_dim=dim,
-                                            init_method="embedding", truncate="bi-level", update="residual")
+                                            init_method="embedding", truncate="bi-level", update="residual",
+                                            qkv_bias=cfg.qkv_bias)
         # The stage-1 query slots are the slot attention's own embeddings: they are the means ``mu``
         # of the stage-2 Gaussians too (N(0, 1) init as the original).
         nn.init.normal_(self.slot_attention.init.embedding)
@@ -272,7 +336,12 @@ class SMTCNet(nn.Module):
             semantic_logits = stage1["attn_logits"]  # [BT, N, S], raw scaled dot products
             mu = sa.init.embedding.view(1, s, 1, d)
             noise = torch.randn(b * t, s, p, d, device=video.device, dtype=mu.dtype)
-            init2 = (mu + self.log_sigma.exp() * noise).view(b * t, s * p, d)
+            init2 = mu + self.log_sigma.exp() * noise
+            if not cfg.reparam_instances:
+                # The official draw (torch.normal(mu, sigma)) passes no gradient to mu or sigma, only
+                # zeros: weight decay still acts on them, as in its optimiser (docs/methods/smtc.md).
+                init2 = init2.detach() + 0.0 * init2
+            init2 = init2.view(b * t, s * p, d)
             hard = (semantic_logits > cfg.mask_threshold).repeat_interleave(p, dim=-1)  # [BT, N, S*P]
             stage2 = sa(inputs, slots_init=init2, group_size=p, input_mask=hard)
         finally:
@@ -306,6 +375,14 @@ class SMTC(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.student = SMTCNet(encoder, cfg)
+        if cfg.train_encoder_stem:
+            # The official optimiser holds every encoder parameter: after --grad_iter the patch and
+            # position embeddings and the CLS token train at the encoder's 1 % LR as well.
+            for name, param in encoder.vit.named_parameters():
+                if name.split(".")[0] in ("patch_embed", "pos_embed", "cls_token", "reg_token"):
+                    param.requires_grad_(True)
+        if cfg.encoder_drop_path:
+            encoder.set_stochastic_depth(cfg.encoder_drop_path)  # the teacher copy runs in eval mode
         # Training reads only the last block's keys: the rest of that block never gets a gradient
         # (the original needs DDP's find_unused_parameters for this); freeze it explicitly.
         last = encoder.vit.blocks[-1]

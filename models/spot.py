@@ -46,6 +46,7 @@ class SPOTConfig:
     train_permutations: str = "random"
     eval_permutations: str = "standard"
     use_second_encoder: bool = False
+    init_scheme: str = "xavier"  # slot attention's initialisation (SPOT's code, DINOSAUR included)
 
     @classmethod
     def from_args(cls, args: Any) -> "SPOTConfig":
@@ -114,6 +115,7 @@ class SPOT(nn.Module):
             mlp_hidden_dim=config.mlp_hidden_size,
             init_method=config.init_method,  # type: ignore[arg-type]
             truncate=config.truncate,  # type: ignore[arg-type]
+            init_scheme=config.init_scheme,
         )
         if config.dec_type == "mlp":
             self.decoder: nn.Module = MLPDecoder(
@@ -240,7 +242,7 @@ class SPOT(nn.Module):
 
 def add_model_args(parser: argparse.ArgumentParser, init_method: str = "shared_gaussian", truncate: str = "none") -> None:
     """SPOT/DINOSAUR model flags, with SPOT's names and defaults (spec 1.1)."""
-    from models.slot_attention import INIT_METHODS, TRUNCATIONS
+    from models.slot_attention import INIT_METHODS, INIT_SCHEMES, TRUNCATIONS
     from utils.run import str2bool
 
     group = parser.add_argument_group("model")
@@ -251,6 +253,9 @@ def add_model_args(parser: argparse.ArgumentParser, init_method: str = "shared_g
     group.add_argument("--slot_attention_heads", type=int, default=1)
     group.add_argument("--truncate", default=truncate, choices=TRUNCATIONS)
     group.add_argument("--init_method", default=init_method, choices=INIT_METHODS)
+    group.add_argument("--init_scheme", default="xavier", choices=INIT_SCHEMES,
+                       help="slot-attention initialisation: xavier (SPOT's code, which DINOSAUR here follows) or "
+                            "torch_default (PyTorch defaults, as the OCLF DINOSAUR and AdaSlot)")
     group.add_argument("--dec_type", default="transformer", choices=DECODER_TYPES)
     group.add_argument("--num_dec_blocks", type=int, default=4)
     group.add_argument("--num_heads", type=int, default=6, help="decoder attention heads")

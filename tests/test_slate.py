@@ -147,7 +147,7 @@ def test_greedy_generation_is_consistent_with_teacher_forcing() -> None:
     slots = torch.randn(2, 3, 16)
     tokens = model.generate_tokens(slots)
     assert tokens.shape == (2, 64) and tokens.dtype == torch.long
-    logits = model.decoder(slots, model.embed(tokens))["reconstruction"]
+    logits = model.decoder(slots, model.embed(tokens), bos=model.bos(2))["reconstruction"]
     assert torch.equal(logits.argmax(-1), tokens)  # each token is the greedy choice given its prefix
     pictures = model.visual_outputs(torch.rand(2, 3, 32, 32))
     assert pictures["reconstructions"]["autoregressive"].shape == (2, 3, 32, 32)

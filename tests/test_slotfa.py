@@ -131,14 +131,14 @@ def _two_views(batch: int = 4, size: int = 64) -> dict[str, torch.Tensor]:
 
 
 def test_slotfa_augmented_loss_trains_backbone_not_prototypes() -> None:
-    model = _tiny_model("slotfa", group_loss_weight=0.0)  # the loss is L_group-aug alone
+    model = _tiny_model("slotfa", group_loss_weight=0.0, fa_grad="backbone")  # the loss is L_group-aug alone
     out = model(_two_views())
     out["loss"].backward()
     assert model.grouping_q.slot_embed.weight.grad.abs().sum() == 0  # prototypes locked
     assert model.projector_q.mlp[0].weight.grad.abs().sum() > 0
     assert model.encoder_q.layer4[0].bn3.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.encoder_k.parameters())  # the teacher never gets gradients
-    released = _tiny_model("slotfa", group_loss_weight=0.0, fa_grad="none")
+    released = _tiny_model("slotfa", group_loss_weight=0.0)  # default: as the released code
     out = released(_two_views())
     out["loss"].backward()  # only 0 * L_group has a graph: L_group-aug is logged but gives no gradient
     assert out["losses"]["group_aug"] > 0

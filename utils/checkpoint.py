@@ -194,11 +194,10 @@ def upgrade_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
                 return {**rng, "numpy": numpy_rng_to_plain(rng["numpy"])}
             return rng
 
-        from models import FIELDS_ADDED_IN_FORMAT_2
+        from models import upgrade_model_config
 
         if isinstance(state.get("model_config"), dict):  # fields that format 1 had not: their old behaviour
-            added = FIELDS_ADDED_IN_FORMAT_2.get(state.get("method"), {})
-            state["model_config"] = {**added, **state["model_config"]}
+            state["model_config"] = upgrade_model_config(str(state.get("method")), state["model_config"])
         if "rng" in state:
             state["rng"] = upgrade_rng(state["rng"])
         if state.get("rng_per_rank"):

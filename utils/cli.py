@@ -40,7 +40,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data_path", default=None, help="dataset root (optional for shapes: a folder of train.h5/val.h5; clevr*: clevr_with_masks.h5 or its folder; tetrominoes: tetrominoes.h5 or its folder; clevrtex*: the extracted PNG folder; clevr_images, shapes3d, ravens, sketchy: see docs/data.md)")
     group.add_argument("--image_size", type=int, default=224, help="model input side (train and val)")
     group.add_argument("--val_image_size", type=int, default=None, help="must equal --image_size (kept for SPOT commands)")
-    group.add_argument("--val_mask_size", type=int, default=None, help="metric resolution (default: 320 COCO/VOC, 128 MOVi/CLEVR/ClevrTex, 35 Tetrominoes, image size for shapes)")
+    group.add_argument("--val_mask_size", type=int, default=None, help="metric resolution (default: 320 COCO/VOC/MOVi as SPOT's code, whose MOVi commands pass 128; "
+                            "128 CLEVR/ClevrTex, 35 Tetrominoes, image size for shapes)")
     group.add_argument("--train_samples", type=int, default=None, help="use only the first N training samples (shapes: number of scenes)")
     group.add_argument("--val_samples", type=int, default=None, help="use only the first N validation samples")
     group.add_argument("--num_workers", type=int, default=default_num_workers(),
