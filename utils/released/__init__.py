@@ -60,6 +60,9 @@ def _all_formats() -> list[ReleasedFormat]:
     # Each family module appends its formats here (import inside, so one family's imports load
     # only when released files are read).
     formats: list[ReleasedFormat] = []
+    from utils.released import ftdinosaur
+
+    formats.extend(ftdinosaur.FORMATS)
     return formats
 
 
