@@ -61,7 +61,8 @@ SMALL_ENCODERS: dict[str, tuple[str, dict[str, Any]]] = {
     "vit_micro_p8": ("vit_tiny_patch16_224", dict(patch_size=8, embed_dim=32, depth=1, num_heads=2)),
     "vit_patch_p2": ("vit_tiny_patch16_224", dict(patch_size=2, embed_dim=64, depth=0, num_heads=1)),
     # DINOv2-like (patch 14, LayerScale, a 9x9 stored position grid resampled on the fly): FT-DINOSAUR tests.
-    "vit_dinov2_tiny_p14": ("vit_small_patch14_dinov2", dict(img_size=126, embed_dim=64, depth=2, num_heads=2)),
+    "vit_dinov2_tiny_p14": ("vit_small_patch14_dinov2", dict(patch_size=14, img_size=126, embed_dim=64, depth=2,
+                                                             num_heads=2)),
 }
 
 # How the stored position embedding is resized to another token grid (see FrozenViT):
