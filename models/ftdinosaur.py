@@ -54,6 +54,7 @@ class FTDINOSAURConfig:
     top_k: int = 3
     normalize_target: bool = True
     target_encoder: bool = True
+    init_method: str = "shared_gaussian"
 
     @classmethod
     def from_args(cls, args: Any) -> "FTDINOSAURConfig":
@@ -109,6 +110,7 @@ class FTDINOSAUR(nn.Module):
             num_slots=config.num_slots,
             num_iterations=config.num_iterations,
             mlp_hidden_dim=config.mlp_hidden_size,
+            init_method=config.init_method,  # type: ignore[arg-type]
         )
         self.decoder = MLPDecoder(config.slot_size, dim, self.grid[0] * self.grid[1], hidden_dim=config.mlp_dec_hidden,
                                   num_hidden_layers=config.num_dec_layers, use_slot_proj=False)
@@ -217,6 +219,7 @@ def build(config: FTDINOSAURConfig, spec: dict[str, Any]) -> FTDINOSAUR:
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """FT-DINOSAUR model flags; defaults are the COCO recipe."""
+    from models.slot_attention import INIT_METHODS
     from utils.run import str2bool
 
     group = parser.add_argument_group("model")
@@ -233,6 +236,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                             "training and evaluation (0: decode every slot)")
     group.add_argument("--normalize_target", type=str2bool, default=True,
                        help="standardise each target token over its channels before the MSE")
+    group.add_argument("--init_method", default="shared_gaussian", choices=INIT_METHODS,
+                       help="initial slots: shared_gaussian (the method's: one learned Gaussian, any slot count at "
+                            "evaluation) or embedding (K learned vectors, deterministic)")
 
 
 def check_config(config: FTDINOSAURConfig) -> None:
@@ -244,5 +250,9 @@ def check_config(config: FTDINOSAURConfig) -> None:
     for name in ("num_slots", "slot_size", "num_iterations", "mlp_dec_hidden", "num_dec_layers", "mlp_hidden_size"):
         if getattr(config, name) < 1:
             raise UserError(f"--{name} {getattr(config, name)} must be at least 1")
+    from models.slot_attention import INIT_METHODS
+
+    if config.init_method not in INIT_METHODS:
+        raise UserError(f"--init_method {config.init_method} is not one of {', '.join(INIT_METHODS)}")
     if config.feature_mlp_hidden < 0:
         raise UserError(f"--feature_mlp_hidden {config.feature_mlp_hidden} must be 0 (twice the width) or positive")

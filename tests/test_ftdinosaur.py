@@ -371,3 +371,30 @@ def test_bad_input(tmp_path: Path) -> None:
         train_ftdinosaur.main([*TINY, "--init_from_run", str(tmp_path / "missing"), "--log_path", str(tmp_path)])
     with pytest.raises(UserError, match="num_steps"):
         train_ftdinosaur.main([*TINY, "--num_steps", "0", "--log_path", str(tmp_path)])
+
+
+def test_embedding_slot_init_is_deterministic() -> None:
+    model = tiny_model(init_method="embedding").eval()
+    assert model.slot_attention.init.method == "embedding"
+    with torch.no_grad():
+        a, b = (model({"image": images()})["slots"] for _ in range(2))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.slow  # about 40 s: two torchrun processes start and import torch
+def test_two_processes_equal_one_process_with_the_global_batch(tmp_path: Path) -> None:
+    # Embedding init: the Gaussian slot noise of 2 ranks x 2 images cannot equal one draw of 4 images.
+    from tests.test_distributed import torchrun
+
+    common = [*TINY, "--init_method", "embedding", "--device", "cpu", "--val_samples", "7", "--num_steps", "4"]
+    result = torchrun(2, *common, "--batch_size", "2",
+                      "--log_path", str(tmp_path / "ddp"), script="train_ftdinosaur.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "global batch 4" in result.stdout + result.stderr
+    train_ftdinosaur.main([*common, "--batch_size", "4", "--log_path", str(tmp_path / "single")])
+    ddp, single = (load_checkpoint(next((tmp_path / d).iterdir())) for d in ("ddp", "single"))
+    assert ddp["world_size"] == 2 and ddp["step"] == single["step"] == 4
+    # The LR scaling reads the global batch: the same LRs as the single process.
+    assert [g["lr"] for g in ddp["optimizer"]["param_groups"]] == [g["lr"] for g in single["optimizer"]["param_groups"]]
+    for key, value in single["model"].items():
+        torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
