@@ -398,3 +398,21 @@ def test_two_processes_equal_one_process_with_the_global_batch(tmp_path: Path) -
     assert [g["lr"] for g in ddp["optimizer"]["param_groups"]] == [g["lr"] for g in single["optimizer"]["param_groups"]]
     for key, value in single["model"].items():
         torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_imported_release_evaluates_and_predicts(tmp_path: Path) -> None:
+    # A checkpoint made from the imported record (what the released-model importer writes) goes through
+    # eval_spot.py and predict.py; --num_slots is an evaluation choice (shared-Gaussian init).
+    imported = read_released(FIXTURE / "checkpoint.pth")
+    run = tmp_path / "released"
+    run.mkdir()
+    torch.save({"method": imported.method, "model_config": imported.model_config, "encoder": imported.encoder,
+                "model": imported.model_state, "args": imported.args, "step": 0}, run / "checkpoint.pt.tar")
+    record = eval_spot.main(["--checkpoint_path", str(run), "--dataset", "shapes", "--val_samples", "4",
+                             "--num_workers", "0", "--no_progress", "--num_slots", "4"])
+    assert 0 <= record["mbo_i"] <= 100
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (30, 20), (10, 200, 10)).save(tmp_path / "in" / "b.png")
+    result = predict.main(["--checkpoint", str(run), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                           "--no_progress"])
+    assert [Path(p).name for p in result["written"]] == ["b"]
