@@ -16,8 +16,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-import torch
 
+from datasets.feature_cache import (CachedFeatures, ImagesWithCachedTargets, add_cache_args, check_cache_encoder,
+                                    check_cache_flags)
 from models import build_encoder_from_spec, encoder_fingerprint
 from models.encoders import SMALL_ENCODERS, resolve_encoder_name
 from models.ftdinosaur import FTDINOSAUR, FTDINOSAURConfig, add_model_args, check_config, encoder_record, parameter_groups
@@ -41,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_encoder_args(parser)
     add_model_args(parser)
     add_train_args(parser, lr=1e-4, lr_min=1e-6)
+    add_cache_args(parser)
+    for action in parser._actions:  # noqa: SLF001
+        if action.dest == "cache_features":
+            action.help = ("the frozen target encoder's features, precomputed by scripts/cache_features.py "
+                           "--pos_embed_resampling timm (same data and encoder flags); the trained encoder still "
+                           "reads the images")
     group = parser.add_argument_group("FT-DINOSAUR recipe")
     group.add_argument("--num_steps", type=int, default=300_000, help="optimiser steps of the whole run")
     group.add_argument("--encoder_lr_factor", type=float, default=0.125,
@@ -84,9 +91,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--encoder_lr_factor and --weight_decay must not be negative")
     if args.finetune_blocks_after < 0:
         raise UserError(f"--finetune_blocks_after {args.finetune_blocks_after} must be at least 0")
-    if getattr(args, "cache_features", None):
-        raise UserError("--cache_features is not supported by train_ftdinosaur.py: the trained encoder needs the "
-                        "images every step; drop the flag")
 
 
 def lr_scale(args: argparse.Namespace) -> float:
@@ -125,6 +129,15 @@ def init_from_run(model: FTDINOSAUR, source: dict[str, Any], path: str, image_si
             "image_size": source["model_config"].get("image_size")}
 
 
+def training_data(args: argparse.Namespace, run_dir: Path) -> tuple[Any, Any]:
+    """(training set, validation set); with ``--cache_features`` the training images carry their cached targets."""
+    if not args.cache_features:
+        return build_datasets(args, run_dir)
+    meta = check_cache_flags(args.cache_features, args, targets_only=True)
+    train_set, val_set = build_datasets(argparse.Namespace(**{**vars(args), "cache_features": None}), run_dir)
+    return ImagesWithCachedTargets(train_set, CachedFeatures(args.cache_features, meta, args.train_samples)), val_set
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     one_line_errors(parser)
@@ -132,10 +145,11 @@ def main(argv: list[str] | None = None) -> dict:
     check_args(early)
     check_config(FTDINOSAURConfig.from_args(early))
     # The run length may grow on resume (the schedule follows it), as --epochs elsewhere.
-    args, run_dir, checkpoint = parse_train_args(parser, argv, extra_runtime_flags=("num_steps",))
+    # A moved cache may be named again on resume (it holds the same features as the images).
+    args, run_dir, checkpoint = parse_train_args(parser, argv, extra_runtime_flags=("num_steps", "cache_features"))
     check_args(args)
     config = FTDINOSAURConfig.from_args(args)
-    datasets = build_datasets(args, run_dir)  # a layout problem stops the run before weights are loaded
+    datasets = training_data(args, run_dir)  # a layout problem stops the run before weights are loaded
     source = None
     if checkpoint is not None:
         enc = dict(checkpoint["encoder"])
@@ -155,6 +169,10 @@ def main(argv: list[str] | None = None) -> dict:
     if encoder.is_pretrained and "fingerprint" not in enc:
         enc["fingerprint"] = encoder_fingerprint(encoder)  # of the pretrained weights, also the targets'
     model = FTDINOSAUR(encoder, config)
+    if args.cache_features:  # the cache must hold what the target encoder computes
+        if model.target_encoder is None:
+            raise UserError("--cache_features replaces the target encoder, which this model does not have")
+        check_cache_encoder(datasets[0].cache.meta, model.target_encoder, args.cache_features)
     meta: dict[str, Any] = {"method": "ftdinosaur", "model_config": config.to_dict(), "encoder": enc, "args": vars(args)}
     if checkpoint is not None and "init_from" in checkpoint:
         meta["init_from"] = checkpoint["init_from"]

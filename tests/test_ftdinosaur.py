@@ -6,6 +6,7 @@ import copy
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -416,3 +417,51 @@ def test_imported_release_evaluates_and_predicts(tmp_path: Path) -> None:
     result = predict.main(["--checkpoint", str(run), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
                            "--no_progress"])
     assert [Path(p).name for p in result["written"]] == ["b"]
+
+
+# ------------------------------------------------------------------------------------------ target cache
+
+CACHE_DATA = ["--dataset", "shapes", "--image_size", "56", "--which_encoder", ENCODER, "--no_pretrained",
+              "--train_samples", "16", "--num_workers", "0"]
+
+
+def test_cached_targets_give_the_loss_curve_of_images(tmp_path: Path, monkeypatch) -> None:
+    from tests.test_feature_cache import losses_of, write_cache
+
+    cache = write_cache(tmp_path / "cache", *CACHE_DATA, "--pos_embed_resampling", "timm")
+    argv = [*TINY, "--log_path", str(tmp_path / "logs")]
+    images = losses_of(monkeypatch, lambda: train_ftdinosaur.main(argv))
+    cached = losses_of(monkeypatch, lambda: train_ftdinosaur.main([*argv, "--cache_features", str(cache)]))
+    assert len(images) == len(cached) == 8
+    torch.testing.assert_close(torch.tensor(cached), torch.tensor(images), rtol=1e-3, atol=0)  # fp16 targets
+    # A cache of the DINOSAUR encoder (DINO-style position resampling) is not the target encoder's.
+    dino = write_cache(tmp_path / "dino", *CACHE_DATA)
+    with pytest.raises(UserError, match="pos=timm"):
+        train_ftdinosaur.main([*argv, "--cache_features", str(dino)])
+
+
+def test_cached_flip_views_pair_image_and_targets(tmp_path: Path) -> None:
+    from datasets import build_dataset
+    from datasets.feature_cache import CachedFeatures, ImagesWithCachedTargets
+    from tests.test_feature_cache import write_cache, write_coco
+
+    root = write_coco(tmp_path / "coco", num_train=6)
+    data = ["--dataset", "coco", "--data_path", str(root), "--image_size", "56", "--which_encoder", ENCODER,
+            "--no_pretrained", "--num_workers", "0"]
+    cache = write_cache(tmp_path / "cache", *data, "--pos_embed_resampling", "timm")
+    torch.manual_seed(0)  # the cache script's seed: the same random encoder
+    encoder = FrozenViT(ENCODER, pretrained=False, pos_embed_resampling="timm")
+    dataset = ImagesWithCachedTargets(build_dataset("coco", "train", 56, None, str(root)), CachedFeatures(cache))
+    rows = torch.from_numpy(np.load(cache / "train.npy")).float()  # [N, views, T, D]
+    torch.manual_seed(1)
+    flips = set()
+    for _ in range(2):
+        for index in range(len(dataset)):
+            item = dataset[index]
+            with torch.no_grad():
+                features = encoder(item["image"][None])[0]
+            errors = [(rows[index, v] - features).abs().max() for v in range(2)]
+            view = int(torch.equal(item["target_features"].float(), rows[index, 1]))
+            assert errors[view] < 1e-2 < errors[1 - view]  # the image and its targets show the same view
+            flips.add(view)
+    assert flips == {0, 1}  # both views were drawn
