@@ -13,6 +13,8 @@ its own. Modes:
   ftdinosaur      FT-DINOSAUR (train_ftdinosaur.py): the whole ViT trained with layer-wise LR AdamW,
                   a frozen target copy, top-3 decoding, L2 clip 0.1; pass a DINOv2 encoder
                   (--which_encoder dinov2_vits14 / dinov2_vitb14, --image_size 224 or 518)
+  ftdinosaur_cached  the same with the targets read from a feature cache (--cache_features):
+                  no target-encoder pass
 --amp and --compile run the step as the training scripts' flags do (CUDA only; no-ops on the CPU).
 Example:
 
@@ -56,6 +58,7 @@ MODES = {
     "spot2": dict(dec_type="transformer", train_permutations="random"),
     "spot2_unshared": dict(dec_type="transformer", train_permutations="random"),
     "ftdinosaur": {},
+    "ftdinosaur_cached": {},
 }
 
 
@@ -74,13 +77,13 @@ def bench(mode: str, args: argparse.Namespace, device: torch.device) -> dict[str
         config = SPOTConfig(image_size=args.image_size, num_slots=args.num_slots, truncate="bi-level",
                             init_method="embedding", use_second_encoder=True, **MODES[mode])
         model = SelfTrainingSPOT(student_encoder, config, teacher, share_frozen_forward=mode == "spot2").to(device)
-    elif mode == "ftdinosaur":
+    elif mode.startswith("ftdinosaur"):
         encoder = FrozenViT(args.which_encoder, pretrained=False, finetune_blocks_after=0, finetune_stem=True,
                             pos_embed_resampling="timm")
         model = FTDINOSAUR(encoder, FTDINOSAURConfig(image_size=args.image_size, num_slots=args.num_slots)).to(device)
     else:
         model = SPOT(encoder, config).to(device)
-    if mode == "ftdinosaur":  # train_ftdinosaur.py's optimiser and clipping
+    if mode.startswith("ftdinosaur"):  # train_ftdinosaur.py's optimiser and clipping
         optimizer = make_adam(parameter_groups(model, 1e-4), lr=1e-4, adamw=True)
         schedule = lambda step: [g["lr"] for g in optimizer.param_groups]  # noqa: E731
         clip = dict(clip=0.1, clip_norm_type=2.0)
@@ -93,7 +96,11 @@ def bench(mode: str, args: argparse.Namespace, device: torch.device) -> dict[str
                           TrainConfig(epochs=1, batch_size=args.batch_size, amp=args.amp, compile=args.compile, **clip),
                           {})
         trainer.train_module = trainer.build_train_module()  # compiled with --compile (on CUDA)
-        elapsed, _ = time_train_steps(trainer, {"image": images}, args.warmup, args.steps, device)
+        batch = {"image": images}
+        if mode == "ftdinosaur_cached":  # what the cache gives: float16 target tokens
+            batch["target_features"] = torch.randn(args.batch_size, model.grid[0] * model.grid[1],
+                                                   model.encoder.embed_dim, device=device).half()
+        elapsed, _ = time_train_steps(trainer, batch, args.warmup, args.steps, device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     # Every weight held (the stage-2 teacher is not a submodule; shared encoders counted once).
     held = {id(p): p for m in (model, getattr(model, "teacher", model)) for p in m.parameters()}
@@ -135,7 +142,7 @@ def main() -> None:
         memory = memory_label(device)
         print(f"{mode:14s} {r['images_per_s']:8.2f} images/s  {r['ms_per_step']:9.1f} ms/step  "
               f"{memory} {r['peak_mb']:8.0f} MB  trainable {r['trainable_m']:.1f}M")
-    for a, b in [("spot", "dinosaur"), ("spot2", "spot"), ("spot2", "spot2_unshared")]:
+    for a, b in [("spot", "dinosaur"), ("spot2", "spot"), ("spot2", "spot2_unshared"), ("ftdinosaur_cached", "ftdinosaur")]:
         if {a, b} <= results.keys():
             speed = results[a]["images_per_s"] / results[b]["images_per_s"]
             memory = results[a]["peak_mb"] / results[b]["peak_mb"]
