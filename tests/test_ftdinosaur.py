@@ -465,3 +465,10 @@ def test_cached_flip_views_pair_image_and_targets(tmp_path: Path) -> None:
             assert errors[view] < 1e-2 < errors[1 - view]  # the image and its targets show the same view
             flips.add(view)
     assert flips == {0, 1}  # both views were drawn
+
+
+def test_training_forward_is_one_graph_for_torch_compile() -> None:
+    # --compile gains most without graph breaks (the top-k choice, the stable sort, the trained stem).
+    model = tiny_model().train()
+    explained = torch._dynamo.explain(model)({"image": images()})  # noqa: SLF001
+    assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons
