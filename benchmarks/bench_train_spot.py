@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Training throughput and peak memory of SPOT's models: DINOSAUR, SPOT stage 1 and stage 2.
+"""Training throughput and peak memory of SPOT's models (DINOSAUR, SPOT stage 1 and stage 2) and FT-DINOSAUR.
 
 Runs the real training step (forward, backward, infinity-norm clip, Adam) of the shared
 Trainer on random images, so data loading is excluded. Prints images/s, ms/step and peak
@@ -10,6 +10,12 @@ its own. Modes:
   spot2           SPOT stage 2 (train_spot_2.py): teacher + student, one frozen encoder pass per batch
   spot2_unshared  the same, with the official code's three encoder passes (frozen ViT for the
                   targets, again for the teacher, the student's ViT in full)
+  ftdinosaur      FT-DINOSAUR (train_ftdinosaur.py): the whole ViT trained with layer-wise LR AdamW,
+                  a frozen target copy, top-3 decoding, L2 clip 0.1; pass a DINOv2 encoder
+                  (--which_encoder dinov2_vits14 / dinov2_vitb14, --image_size 224 or 518)
+  ftdinosaur_cached  the same with the targets read from a feature cache (--cache_features):
+                  no target-encoder pass
+--amp and --compile run the step as the training scripts' flags do (CUDA only; no-ops on the CPU).
 Example:
 
     python benchmarks/bench_train_spot.py --which_encoder dino_vitb16 --image_size 224 --batch_size 8
@@ -40,6 +46,7 @@ from benchmarks.common import (  # noqa: E402
 )
 
 from models.encoders import FrozenViT  # noqa: E402
+from models.ftdinosaur import FTDINOSAUR, FTDINOSAURConfig, parameter_groups  # noqa: E402
 from models.spot import SPOT, SPOTConfig  # noqa: E402
 from models.spot_self_training import SelfTrainingSPOT  # noqa: E402
 from utils.run import select_device  # noqa: E402
@@ -50,6 +57,8 @@ MODES = {
     "spot": dict(dec_type="transformer", train_permutations="random"),
     "spot2": dict(dec_type="transformer", train_permutations="random"),
     "spot2_unshared": dict(dec_type="transformer", train_permutations="random"),
+    "ftdinosaur": {},
+    "ftdinosaur_cached": {},
 }
 
 
@@ -68,14 +77,30 @@ def bench(mode: str, args: argparse.Namespace, device: torch.device) -> dict[str
         config = SPOTConfig(image_size=args.image_size, num_slots=args.num_slots, truncate="bi-level",
                             init_method="embedding", use_second_encoder=True, **MODES[mode])
         model = SelfTrainingSPOT(student_encoder, config, teacher, share_frozen_forward=mode == "spot2").to(device)
+    elif mode.startswith("ftdinosaur"):
+        encoder = FrozenViT(args.which_encoder, pretrained=False, finetune_blocks_after=0, finetune_stem=True,
+                            pos_embed_resampling="timm")
+        model = FTDINOSAUR(encoder, FTDINOSAURConfig(image_size=args.image_size, num_slots=args.num_slots)).to(device)
     else:
         model = SPOT(encoder, config).to(device)
-    optimizer = make_adam([p for p in model.parameters() if p.requires_grad], lr=4e-4)
+    if mode.startswith("ftdinosaur"):  # train_ftdinosaur.py's optimiser and clipping
+        optimizer = make_adam(parameter_groups(model, 1e-4), lr=1e-4, adamw=True)
+        schedule = lambda step: [g["lr"] for g in optimizer.param_groups]  # noqa: E731
+        clip = dict(clip=0.1, clip_norm_type=2.0)
+    else:
+        optimizer = make_adam([p for p in model.parameters() if p.requires_grad], lr=4e-4)
+        schedule, clip = (lambda step: 4e-4), {}
     images = torch.rand(args.batch_size, 3, args.image_size, args.image_size, device=device)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(model, optimizer, lambda step: 4e-4, [None] * args.batch_size, None, device, Path(tmp),
-                          TrainConfig(epochs=1, batch_size=args.batch_size), {})
-        elapsed, _ = time_train_steps(trainer, {"image": images}, args.warmup, args.steps, device)
+        trainer = Trainer(model, optimizer, schedule, [None] * args.batch_size, None, device, Path(tmp),
+                          TrainConfig(epochs=1, batch_size=args.batch_size, amp=args.amp, compile=args.compile, **clip),
+                          {})
+        trainer.train_module = trainer.build_train_module()  # compiled with --compile (on CUDA)
+        batch = {"image": images}
+        if mode == "ftdinosaur_cached":  # what the cache gives: float16 target tokens
+            batch["target_features"] = torch.randn(args.batch_size, model.grid[0] * model.grid[1],
+                                                   model.encoder.embed_dim, device=device).half()
+        elapsed, _ = time_train_steps(trainer, batch, args.warmup, args.steps, device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     # Every weight held (the stage-2 teacher is not a submodule; shared encoders counted once).
     held = {id(p): p for m in (model, getattr(model, "teacher", model)) for p in m.parameters()}
@@ -94,7 +119,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_spot_bench_args(parser)
     parser.add_argument("--finetune_blocks_after", type=int, default=8, help="stage 2: first trainable encoder block")
-    parser.add_argument("--modes", default="dinosaur,spot,spot2,spot2_unshared")
+    parser.add_argument("--modes", default="dinosaur,spot,spot2,spot2_unshared",
+                        help=f"comma-separated, of {', '.join(MODES)}")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast as --amp of the training scripts (CUDA)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the step's forward (CUDA)")
     parser.add_argument("--estimate_gpu", type=int, default=None, metavar="BATCH",
                         help="estimate peak memory at this batch from runs at the --estimate_from batches")
     parser.add_argument("--estimate_from", default="2,8", help="two small batch sizes for --estimate_gpu")
@@ -105,7 +133,8 @@ def main() -> None:
     device = select_device(args.device)
     name = device_name(device, args.threads)
     print(f"device: {name} | torch {torch.__version__} | encoder {args.which_encoder} (random weights) | "
-          f"{args.image_size}px, batch {args.batch_size}, {args.num_slots} slots, fp32")
+          f"{args.image_size}px, batch {args.batch_size}, {args.num_slots} slots, "
+          f"{'amp' if args.amp and device.type == 'cuda' else 'fp32'}{', compiled' if args.compile else ''}")
     results = {}
     for mode in args.modes.split(","):
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:  # own peak memory per mode
@@ -113,7 +142,7 @@ def main() -> None:
         memory = memory_label(device)
         print(f"{mode:14s} {r['images_per_s']:8.2f} images/s  {r['ms_per_step']:9.1f} ms/step  "
               f"{memory} {r['peak_mb']:8.0f} MB  trainable {r['trainable_m']:.1f}M")
-    for a, b in [("spot", "dinosaur"), ("spot2", "spot"), ("spot2", "spot2_unshared")]:
+    for a, b in [("spot", "dinosaur"), ("spot2", "spot"), ("spot2", "spot2_unshared"), ("ftdinosaur_cached", "ftdinosaur")]:
         if {a, b} <= results.keys():
             speed = results[a]["images_per_s"] / results[b]["images_per_s"]
             memory = results[a]["peak_mb"] / results[b]["peak_mb"]

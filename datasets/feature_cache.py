@@ -275,12 +275,14 @@ def _mismatch(root: Path, what: str, cached: Any, wanted: Any, fix: str) -> User
     return UserError(f"feature cache {root} was written for {what} {cached}, training asks for {wanted}; {fix}")
 
 
-def check_cache_flags(directory: str | Path, args: argparse.Namespace) -> dict[str, Any]:
+def check_cache_flags(directory: str | Path, args: argparse.Namespace, targets_only: bool = False) -> dict[str, Any]:
     """Refuse a cache whose features are not the ones these training flags would compute.
 
     Everything is checked from the flags (no encoder is built): encoder architecture, final
     norm, a frozen encoder, image size, dataset identity, views and sample count. The weights
     (source and checksum) are compared by :func:`check_cache_encoder` once the encoder exists.
+    ``targets_only``: the cache replaces a frozen *target* encoder while the model trains its own
+    encoder from the images (FT-DINOSAUR), so trained encoder blocks are allowed.
     """
     root = Path(directory)
     meta = read_metadata(root)
@@ -290,7 +292,7 @@ def check_cache_flags(directory: str | Path, args: argparse.Namespace) -> dict[s
         raise _mismatch(root, "encoder", enc["name"], args.which_encoder, rewrite)
     if bool(args.encoder_final_norm) != enc["final_norm"]:
         raise _mismatch(root, "--encoder_final_norm", enc["final_norm"], bool(args.encoder_final_norm), rewrite)
-    if args.finetune_blocks_after < enc["depth"]:
+    if args.finetune_blocks_after < enc["depth"] and not targets_only:
         raise UserError(f"--finetune_blocks_after {args.finetune_blocks_after} trains encoder blocks, whose features "
                         f"change every step, so they cannot come from a cache; drop --cache_features, or keep the "
                         f"encoder frozen (--finetune_blocks_after {enc['depth']} or more)")
@@ -389,6 +391,40 @@ def open_training_cache(args: argparse.Namespace) -> CachedFeatures:
     """The training set of ``--cache_features`` after checking the cache against the flags."""
     meta = check_cache_flags(args.cache_features, args)
     return CachedFeatures(args.cache_features, meta, args.train_samples)
+
+
+class ImagesWithCachedTargets(Dataset):
+    """Training images with their frozen target features from a cache (FT-DINOSAUR's ``--cache_features``).
+
+    Items are ``{"image": [3, H, W], "target_features": float16 [T, D]}``. The images are loaded
+    without the loader's own flip; the view is drawn here once per sample (exactly as
+    :class:`CachedFeatures` draws it), and both the image and the cached row follow it.
+    """
+
+    def __init__(self, images: Dataset, cache: CachedFeatures) -> None:
+        if len(images) != len(cache):  # type: ignore[arg-type]
+            raise UserError(f"the feature cache {cache.root} holds {len(cache)} samples, the training set has "
+                            f"{len(images)}; rewrite the cache with the training flags")  # type: ignore[arg-type]
+        base = getattr(images, "dataset", images)  # limit() wraps the set in a Subset
+        if tuple(getattr(base, "augmentation", ())) != tuple(cache.views[1:]):
+            raise AssertionError(f"{type(base).__name__} declares {getattr(base, 'augmentation', ())}, the cache "
+                                 f"holds {cache.views}")
+        if cache.views[1:]:
+            base.augment = False  # identity images; the view is chosen below
+        self.images, self.cache = images, cache
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index)
+        item = dict(self.images[index])
+        view = self.cache.view_index(index)
+        rows = np.array(self.cache._features()[index, view])  # noqa: SLF001 - the same reader, one draw
+        if self.cache.views[view] == "hflip":
+            item["image"] = item["image"].flip(-1)
+        item["target_features"] = torch.from_numpy(rows)
+        return item
 
 
 def check_frozen_encoder(train_set: Iterable | Dataset, encoder: Any) -> None:

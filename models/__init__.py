@@ -33,6 +33,8 @@ def build_encoder_from_spec(spec: dict[str, Any], trust: bool = False):
         # Sizes of a ViT that is not the named model's (read from a released file's tensors).
         model_overrides=spec.get("model_overrides"),
         trust_weights=trust,
+        finetune_stem=spec.get("finetune_stem", False),
+        pos_embed_resampling=spec.get("pos_embed_resampling", "dino"),
     )
     expected = spec.get("fingerprint")
     if expected is not None and encoder.is_pretrained:
@@ -142,6 +144,15 @@ def _smtc() -> MethodSpec:
     )
 
 
+def _ftdinosaur() -> MethodSpec:
+    from models.ftdinosaur import FTDINOSAURConfig, add_model_args, build, check_config
+
+    # top_k and num_slots choose how to evaluate: top-k decoding can be switched off, and the
+    # shared-Gaussian slot init takes any number of slots.
+    return MethodSpec(FTDINOSAURConfig, build, add_model_args, frozenset({"top_k", "num_slots"}),  # type: ignore[arg-type]
+                      check_config)
+
+
 # Method name (checkpoint["method"]) -> its spec; functions, so a method's imports load only when used.
 METHODS: dict[str, Callable[[], MethodSpec]] = {
     "spot": _spot,
@@ -152,6 +163,7 @@ METHODS: dict[str, Callable[[], MethodSpec]] = {
     "slotcon": _slotcon,
     "slotfa": _slotcon,
     "smtc": _smtc,
+    "ftdinosaur": _ftdinosaur,
 }
 
 

@@ -106,7 +106,13 @@ class MLPDecoder(nn.Module):
             if isinstance(m, nn.Linear):  # PyTorch default weights, zero biases
                 nn.init.zeros_(m.bias)
 
-    def forward(self, slots: torch.Tensor, slot_keep: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        slots: torch.Tensor,
+        slot_keep: torch.Tensor | None = None,
+        top_k: int = 0,
+        select_by: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Decode slots into patch features.
 
         Args:
@@ -114,6 +120,12 @@ class MLPDecoder(nn.Module):
             slot_keep: optional ``[B, K]`` 0/1 keep decisions (AdaSlot): alphas are then
                 renormalised over the kept slots with :func:`mask_normalized`, so dropped slots
                 contribute nothing to the reconstruction and have all-zero masks.
+            top_k: FT-DINOSAUR's top-k decoding (0: off). At each position only the ``top_k``
+                slots with the largest ``select_by`` value are decoded (see :func:`top_k_slots`),
+                the alpha softmax runs over them alone and every other slot gets mask exactly 0.
+                ``top_k >= K`` decodes every slot (the same result as 0).
+            select_by: ``[B, K, N]`` scores that choose the slots (FT-DINOSAUR: the last
+                slot-attention iteration's attention); no gradient flows through the choice.
 
         Returns:
             dict with
@@ -124,6 +136,12 @@ class MLPDecoder(nn.Module):
         """
         B, K, _ = slots.shape
         x = self.slot_proj(slots)  # [B, K, Din]
+        if 0 < top_k < K:
+            if select_by is None:
+                raise ValueError("top-k decoding needs select_by [B, K, N]")
+            if slot_keep is not None:
+                raise ValueError("top-k decoding and slot_keep cannot be combined")
+            return self._forward_top_k(x, top_k, select_by)
         x = x.unsqueeze(2) + self.pos_embed.unsqueeze(0)  # [B, K, N, Din]
         out = self.mlp(x)  # [B, K, N, D + 1]
         feats, logits = out.split([self.feature_dim, 1], dim=-1)
@@ -136,6 +154,31 @@ class MLPDecoder(nn.Module):
             "masks": alpha.squeeze(-1),
             "slot_reconstructions": feats,
         }
+
+    def _forward_top_k(self, x: torch.Tensor, k: int, select_by: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Decode only the ``k`` chosen slots per position: the MLP runs on ``[B, k, N]`` inputs."""
+        B, K, D_in = x.shape
+        N = self.pos_embed.shape[1]
+        if select_by.shape != (B, K, N):
+            raise ValueError(f"select_by must be [B, K, N] = {(B, K, N)}, got {tuple(select_by.shape)}")
+        index = top_k_slots(select_by, k)  # [B, k, N]
+        chosen = torch.gather(x.unsqueeze(2).expand(B, K, N, D_in), 1, index.unsqueeze(-1).expand(B, k, N, D_in))
+        out = self.mlp(chosen + self.pos_embed.unsqueeze(0))  # [B, k, N, D + 1]
+        feats, logits = out.split([self.feature_dim, 1], dim=-1)
+        alpha = torch.softmax(logits.float(), dim=1)  # over the chosen slots only
+        recon = (alpha * feats.float()).sum(dim=1)
+        masks = alpha.new_zeros(B, K, N).scatter(1, index, alpha.squeeze(-1))
+        return {"reconstruction": recon, "masks": masks, "top_k_index": index}
+
+
+@torch.no_grad()
+def top_k_slots(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices ``[B, k, N]`` of the ``k`` largest of ``scores`` ``[B, K, N]`` over slots, per position.
+
+    A hard choice without gradient. Ties go to the lower slot index (a stable sort), so the choice
+    is the same on every device and run; without ties it is the set ``torch.topk`` picks.
+    """
+    return torch.sort(scores.detach(), dim=1, descending=True, stable=True).indices[:, :k]
 
 
 # ---------------------------------------------------------------------------------------------

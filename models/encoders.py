@@ -62,11 +62,21 @@ SMALL_ENCODERS: dict[str, tuple[str, dict[str, Any]]] = {
     "vit_patch_p2": ("vit_tiny_patch16_224", dict(patch_size=2, embed_dim=64, depth=0, num_heads=1)),
     # A ViT-S/16 (6 heads) shrunk to width 48 and one block: the layout of the SMTC import test's file.
     "vit_w48_p16": ("vit_small_patch16_224", dict(patch_size=16, embed_dim=48, depth=1, num_heads=6)),
+    # DINOv2-like (patch 14, LayerScale, a 9x9 stored position grid resampled on the fly): FT-DINOSAUR tests.
+    "vit_dinov2_tiny_p14": ("vit_small_patch14_dinov2", dict(patch_size=14, img_size=126, embed_dim=64, depth=2,
+                                                             num_heads=2)),
 }
+
+# How the stored position embedding is resized to another token grid (see FrozenViT):
+# ``dino`` as the official DINO/DINOv2 code, ``timm`` (bicubic, antialiased, by target size) as
+# timm's dynamic image size and the FT-DINOSAUR code.
+POS_EMBED_RESAMPLING: tuple[str, ...] = ("dino", "timm")
 
 # Keys of a classification head (or of pooling in front of it): never used for patch features,
 # so they may be missing from, or left over in, a weights file.
 _HEAD_KEY = re.compile(r"^(head|fc_norm|pre_logits|head_drop|attn_pool)\.")
+# The token stem: everything before the first block.
+_STEM_KEY = re.compile(r"^(patch_embed\.|pos_embed$|cls_token$|reg_token$|norm_pre\.)")
 
 
 def _examples() -> str:
@@ -157,8 +167,11 @@ class FrozenViT(nn.Module):
     """A timm ViT that returns last-block patch tokens of [0, 1] images, frozen by default.
 
     Blocks with index >= ``finetune_blocks_after`` are trainable (SPOT stage 2); everything else
-    (patch embedding, positional embedding, CLS/register tokens, final norm) is frozen. The ViT
-    runs in eval mode, as SPOT's ``forward_encoder`` does (unless ``set_stochastic_depth`` asks otherwise).
+    (patch embedding, positional embedding, CLS/register tokens, final norm) is frozen, unless
+    ``finetune_stem`` (FT-DINOSAUR trains the whole ViT): then the patch embedding, position
+    embedding and prefix tokens train too. The ViT runs in eval mode, as SPOT's ``forward_encoder``
+    does (unless ``set_stochastic_depth`` asks otherwise). ``pos_embed_resampling`` picks how the
+    stored position embedding is resized to another token grid (:data:`POS_EMBED_RESAMPLING`).
     """
 
     def __init__(
@@ -170,11 +183,17 @@ class FrozenViT(nn.Module):
         final_norm: bool = False,
         model_overrides: dict[str, Any] | None = None,
         trust_weights: bool = False,
+        finetune_stem: bool = False,
+        pos_embed_resampling: str = "dino",
     ) -> None:
         """``trust_weights``: the user's ``--trust_checkpoint``, for a ``weights_path`` file that
         needs full unpickling (see docs/checkpoints.md)."""
         super().__init__()
+        if pos_embed_resampling not in POS_EMBED_RESAMPLING:
+            raise ValueError(f"pos_embed_resampling must be one of {POS_EMBED_RESAMPLING}, got {pos_embed_resampling!r}")
         self.name = name
+        self.finetune_stem = bool(finetune_stem)
+        self.pos_embed_resampling = pos_embed_resampling
         self.timm_name = resolve_encoder_name(name)
         self.final_norm = bool(final_norm)
         self.finetune_blocks_after = int(finetune_blocks_after)
@@ -263,11 +282,17 @@ class FrozenViT(nn.Module):
 
     # ------------------------------------------------------------------ mode and freezing
     def set_finetune_blocks_after(self, index: int) -> None:
-        """Make blocks with index >= ``index`` trainable and freeze everything else."""
+        """Make blocks with index >= ``index`` (and the stem, with ``finetune_stem``) trainable; freeze the rest."""
         self.finetune_blocks_after = int(index)
         for pname, param in self.vit.named_parameters():
             m = re.match(r"blocks\.(\d+)\.", pname)
-            param.requires_grad_(m is not None and int(m.group(1)) >= self.finetune_blocks_after)
+            stem = self.finetune_stem and _STEM_KEY.match(pname) is not None
+            param.requires_grad_(stem or (m is not None and int(m.group(1)) >= self.finetune_blocks_after))
+
+    @property
+    def stem_trainable(self) -> bool:
+        """Whether the token stem (patch/position embedding, prefix tokens) receives gradients."""
+        return any(p.requires_grad for n, p in self.vit.named_parameters() if _STEM_KEY.match(n))
 
     def train(self, mode: bool = True) -> "FrozenViT":
         """Set the module flag but keep the ViT in eval mode (no dropout/drop-path, as in SPOT),
@@ -297,7 +322,8 @@ class FrozenViT(nn.Module):
     @property
     def cache_tag(self) -> str:
         """Identifies the features this encoder produces (for a precomputed-feature cache)."""
-        return f"{self.timm_name}|{self.weights_source}|final_norm={int(self.final_norm)}"
+        tag = f"{self.timm_name}|{self.weights_source}|final_norm={int(self.final_norm)}"
+        return tag if self.pos_embed_resampling == "dino" else f"{tag}|pos={self.pos_embed_resampling}"
 
     def first_trainable_block(self) -> int:
         """Blocks before this index (and the token stem) can run without autograd."""
@@ -337,6 +363,11 @@ class FrozenViT(nn.Module):
         n_pre = 0 if self.vit.no_embed_class else self.num_prefix_tokens
         if (gh, gw) == (g0h, g0w):
             return pos
+        if self.pos_embed_resampling == "timm":
+            from timm.layers import resample_abs_pos_embed
+
+            return resample_abs_pos_embed(pos.float(), new_size=[gh, gw], old_size=[g0h, g0w], num_prefix_tokens=n_pre,
+                                          interpolation="bicubic", antialias=True).to(pos.dtype)
         dtype = pos.dtype
         prefix, patches = pos[:, :n_pre].float(), pos[:, n_pre:].float()
         dim = patches.shape[-1]
@@ -372,6 +403,12 @@ class FrozenViT(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """[B, 3, H, W] images in [0, 1] -> last-block patch tokens [B, h*w, D]."""
+        if self.stem_trainable:  # the stem needs autograd too (FT-DINOSAUR)
+            if images.ndim != 4 or images.shape[1] != 3:
+                raise ValueError(f"expected images [B, 3, H, W], got {tuple(images.shape)}")
+            gh, gw = self.token_grid((images.shape[-2], images.shape[-1]))
+            x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+            return self.forward_from(self._tokens(x, gh, gw), 0)
         k = self.first_trainable_block()
         return self.forward_from(self.frozen_prefix(images, k), k)
 

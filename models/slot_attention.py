@@ -238,13 +238,15 @@ class SlotAttention(nn.Module):
         }
 
 
-def input_mlp(dim: int, out_dim: int | None = None) -> nn.Sequential:
+def input_mlp(dim: int, out_dim: int | None = None, hidden_dim: int | None = None) -> nn.Sequential:
     """The LayerNorm-MLP that DINOSAUR, SPOT and SLATE put between the features and slot attention.
 
     ``LayerNorm -> Linear -> ReLU -> Linear`` with He-initialised first and Xavier-initialised second
     weights and zero biases (the SPOT/SLATE initialisation; ``state_dict`` keys ``1.*`` and ``3.*``).
+    The hidden width is ``hidden_dim`` (default ``dim``; FT-DINOSAUR uses ``2 * dim``).
     """
-    mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, out_dim or dim))
+    hidden = hidden_dim or dim
+    mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim or dim))
     nn.init.kaiming_uniform_(mlp[1].weight, nonlinearity="relu")
     nn.init.zeros_(mlp[1].bias)
     nn.init.xavier_uniform_(mlp[3].weight)

@@ -2,7 +2,8 @@
 """Run a frozen encoder once over a training set and write its fp16 token features (datasets/feature_cache.py).
 
 Takes the data and encoder flags of training; then pass --cache_features DIR to train_spot.py
-(DINOSAUR, SPOT stage 1) or train_adaslot.py (both stages) with the same flags:
+(DINOSAUR, SPOT stage 1), train_adaslot.py (both stages) or train_ftdinosaur.py (its frozen target
+encoder; write the cache with --pos_embed_resampling timm) with the same flags:
 
     python scripts/cache_features.py --out cache/coco_dinob16 --dataset coco --data_path /data/COCO2017 \\
         --which_encoder dino_vitb16 --image_size 224
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets import build_dataset, limit  # noqa: E402
 from datasets.feature_cache import train_views, write_feature_cache  # noqa: E402
+from models.encoders import POS_EMBED_RESAMPLING  # noqa: E402
 from models import build_encoder_from_spec  # noqa: E402
 from utils import distributed  # noqa: E402
 from utils.cli import (add_data_args, add_encoder_args, add_trust_arg, check_ranges, data_options,  # noqa: E402
@@ -44,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=64, help="images per encoder forward")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    parser.add_argument("--pos_embed_resampling", default="dino", choices=POS_EMBED_RESAMPLING,
+                        help="how the ViT's position embedding is resized to the image grid: dino (DINOSAUR, SPOT, "
+                             "AdaSlot) or timm (FT-DINOSAUR's target encoder, train_ftdinosaur.py --cache_features)")
     return parser
 
 
@@ -61,7 +66,8 @@ def main(argv: list[str] | None = None) -> Path:
     train_set = limit(train_set, args.train_samples)
     # Seeded as train_*.py seeds before building its encoder, so random weights are the same.
     seed_everything(args.seed)
-    encoder = build_encoder_from_spec(encoder_spec(args), args.trust_checkpoint)
+    encoder = build_encoder_from_spec({**encoder_spec(args), "pos_embed_resampling": args.pos_embed_resampling},
+                                      args.trust_checkpoint)
     if encoder.trainable:
         raise UserError(f"--finetune_blocks_after {args.finetune_blocks_after} trains encoder blocks (depth "
                         f"{encoder.depth}); a cache holds a frozen encoder's features: drop the flag")

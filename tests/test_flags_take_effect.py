@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import default_collate
 
 from tests.test_eval_smtc import TINY as SMTC_TINY
+from tests.test_ftdinosaur import TINY as FTDINOSAUR_TINY
 from tests.test_slate import TINY as SLATE_TINY
 from tests.test_train_adaslot import SEED as ADASLOT_SEED
 from tests.test_train_adaslot import TINY as ADASLOT_TINY
@@ -118,6 +119,14 @@ CASES: dict[str, tuple[list[str], str, list[list[str]]]] = {
         ["--teacher_momentum", "0.5"], ["--teacher_temp", "0.2"], ["--student-temp", "0.3"],
         ["--center-momentum", "0.5"], ["--fa-sigma1", "0.5"], ["--fa-sigma2", "0.5"], ["--fa-weight", "0.3"],
         ["--base_lr", "0.5"], ["--warmup-multiplier", "10"], ["--weight_decay", "0.1"], ["--momentum", "0.5"],
+    ]),
+    "train_ftdinosaur": (FTDINOSAUR_TINY, "--log_path", [
+        ["--num_iterations", "2"], ["--num_slots", "3"], ["--slot_size", "8"], ["--mlp_hidden_size", "16"],
+        ["--feature_mlp_hidden", "24"], ["--mlp_dec_hidden", "16"], ["--num_dec_layers", "2"], ["--top_k", "1"],
+        ["--normalize_target", "False"], ["--init_method", "embedding"], ["--num_steps", "50"],
+        ["--encoder_lr_factor", "0.5"], ["--layer_lr_decay", "0.5"], ["--weight_decay", "0.1"],
+        ["--lr_reference_batch", "16"], ["--clip", "0.2"], ["--clip_norm_type", "inf"], ["--lr_main", "1e-3"],
+        ["--lr_min", "1e-5"], ["--lr_warmup_steps", "5"], ["--finetune_blocks_after", "1"],
     ]),
 }
 PARAMS = [pytest.param(script, extra, id=f"{script}:{' '.join(extra)}")

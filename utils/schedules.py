@@ -174,3 +174,33 @@ class WarmupExponentialDecay:
         warmup = min(step / self.warmup_steps, 1.0) if self.warmup_steps > 0 else 1.0
         decayed = step if self.decay_during_warmup else max(step - self.warmup_steps, 0)
         return self.base_lr * warmup * self.gamma ** (decayed / self.decay_steps)
+
+
+class GroupWarmupCosine:
+    """One warm-up + cosine shape for several parameter groups, each with its own peak LR.
+
+    Per step: linear warm-up ``peak * (step + 0.5) / warmup_steps`` for ``step < warmup_steps``,
+    then ``min_lr + 0.5 (peak - min_lr)(1 + cos(pi t))`` with ``t = (step - W) / (total - W - 1)``
+    clamped to [0, 1]. ``min_lr`` is an absolute LR shared by every group, not a fraction of each
+    peak (FT-DINOSAUR's schedule, docs/methods/ftdinosaur.md). Returns one LR per group.
+    """
+
+    def __init__(self, peak_lrs: list[float], min_lr: float, total_steps: int, warmup_steps: int) -> None:
+        if warmup_steps >= total_steps:
+            clamped = total_steps // 10
+            warnings.warn(
+                f"warm-up of {warmup_steps} steps is not shorter than training ({total_steps} steps); "
+                f"using {clamped} (lower --lr_warmup_steps to silence this)",
+                stacklevel=2,
+            )
+            warmup_steps = clamped
+        self.peak_lrs, self.min_lr = [float(lr) for lr in peak_lrs], float(min_lr)
+        self.total_steps, self.warmup_steps = int(total_steps), int(warmup_steps)
+
+    def __call__(self, step: int) -> list[float]:
+        if step < self.warmup_steps:
+            ramp = (step + 0.5) / self.warmup_steps
+            return [peak * ramp for peak in self.peak_lrs]
+        t = (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps - 1, 1)
+        cosine = 0.5 * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+        return [self.min_lr + (peak - self.min_lr) * cosine for peak in self.peak_lrs]

@@ -66,10 +66,11 @@ def _all_formats() -> list[ReleasedFormat]:
     # Each family module appends its formats here (import inside, so one family's imports load
     # only when released files are read).
     formats: list[ReleasedFormat] = []
-    from utils.released import adaslot, pixel, spot, video
+    from utils.released import adaslot, ftdinosaur, pixel, spot, video
 
     formats.extend(spot.FORMATS)
     formats.extend(adaslot.FORMATS)
+    formats.extend(ftdinosaur.FORMATS)
     formats.extend(pixel.FORMATS)
     formats.extend(video.FORMATS)
     return formats
