@@ -87,6 +87,7 @@ def labelled(
         draw.text((pad, y), text, fill="black", font=font)
     for j, text in enumerate(column_labels or []):
         width = column_width or picture.width
+        text = _shorten(text, width)
         x = left + j * width + max(0, (width - int(draw.textlength(text, font=font))) // 2)
         draw.text((x, pad), text, fill="black", font=font)
     return canvas
@@ -340,6 +341,6 @@ def save_prediction_grid(
     grid = torch.cat(rows, dim=1)  # one row per image
     if scale > 1:
         grid = F.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
-    names = ["image", *(["reconstruction"] if "reconstruction" in visuals else []), "segmentation", "processed",
+    names = ["image", *(["reconstruction"] if "reconstruction" in visuals else []), "raw", "processed",
              *(f"slot {k}" for k in range(masks.shape[1]))]
     labelled(grid, column_labels=names, column_width=width * scale).save(path)
