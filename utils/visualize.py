@@ -344,3 +344,50 @@ def save_prediction_grid(
     names = ["image", *(["reconstruction"] if "reconstruction" in visuals else []), "raw", "processed",
              *(f"slot {k}" for k in range(masks.shape[1]))]
     labelled(grid, column_labels=names, column_width=width * scale).save(path)
+
+
+def save_curves(path: str | os.PathLike, records: list[dict], names: list[str], panel: tuple[int, int] = (260, 180)) -> None:
+    """Plot metrics over training steps: one panel per name in ``names``, side by side.
+
+    ``records`` are ``metrics.jsonl`` lines (each with ``step``); a record without a metric (or
+    with a non-finite one) is skipped for that panel. Drawn with PIL: axis ranges are written at
+    the ends of the axes and the last value next to the title.
+    """
+    width, height = panel
+    font = _font()
+    canvas = Image.new("RGB", (width * len(names), height), "white")
+    draw = ImageDraw.Draw(canvas)
+    margin_left, margin_right, margin_top, margin_bottom = 44, 12, 24, 30
+    for index, name in enumerate(names):
+        points = [(float(r["step"]), float(r[name])) for r in records
+                  if isinstance(r.get(name), (int, float)) and np.isfinite(r[name]) and "step" in r]
+        x0 = index * width
+        title = f"{name}: {points[-1][1]:.3g}" if points else f"{name}: no values"
+        draw.text((x0 + margin_left, 4), title, fill="black", font=font)
+        left, right = x0 + margin_left, x0 + width - margin_right
+        top, bottom = margin_top, height - margin_bottom
+        draw.line([(left, top), (left, bottom), (right, bottom)], fill="black")
+        if not points:
+            continue
+        steps, values = zip(*points)
+        s_lo, s_hi = min(steps), max(steps)
+        v_lo, v_hi = min(values), max(values)
+        if v_hi == v_lo:
+            v_lo, v_hi = v_lo - 1, v_hi + 1
+        s_span = (s_hi - s_lo) or 1.0
+
+        def xy(step: float, value: float) -> tuple[float, float]:
+            return (left + (step - s_lo) / s_span * (right - left),
+                    bottom - (value - v_lo) / (v_hi - v_lo) * (bottom - top))
+
+        coords = [xy(s, v) for s, v in points]
+        if len(coords) > 1:
+            draw.line(coords, fill=(31, 119, 180), width=2)
+        for cx, cy in coords:
+            draw.ellipse([cx - 2.5, cy - 2.5, cx + 2.5, cy + 2.5], fill=(31, 119, 180))
+        draw.text((x0 + 2, top - 6), f"{v_hi:.3g}", fill="black", font=font)
+        draw.text((x0 + 2, bottom - 8), f"{v_lo:.3g}", fill="black", font=font)
+        draw.text((left, bottom + 4), f"{s_lo:g}", fill="black", font=font)
+        label = f"step {s_hi:g}"
+        draw.text((right - draw.textlength(label, font=font), bottom + 4), label, fill="black", font=font)
+    canvas.save(path)
