@@ -109,9 +109,11 @@ def viz(args: argparse.Namespace) -> Path:
     claimed = torch.stack([up[order[:, c]] == p for c, p in enumerate(chosen)], dim=1)
     out_dir = Path(args.output) if args.output else run_dir / "viz_slots"
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_prototype_grid(out_dir / "slots.png", grid_images, claimed, args.alpha)
+    save_prototype_grid(out_dir / "slots.png", grid_images, claimed, args.alpha,
+                        column_labels=[f"prototype {p}" for p in chosen])
     for c, p in enumerate(chosen):
-        save_prototype_grid(out_dir / f"prototype_{p:04d}.png", grid_images[:, c : c + 1], claimed[:, c : c + 1], args.alpha)
+        save_prototype_grid(out_dir / f"prototype_{p:04d}.png", grid_images[:, c : c + 1], claimed[:, c : c + 1],
+                            args.alpha, column_labels=[f"prototype {p}"])
     print(f"wrote {out_dir / 'slots.png'} (prototypes {chosen}, top {topk} of {dots.shape[0]} images)")
     return out_dir
 

@@ -23,7 +23,8 @@ import torch
 
 from datasets import build_dataset, limit, no_masks_reason
 from metrics import SegmentationMetrics
-from metrics.baselines import baseline_labels
+from metrics import masks_to_labels
+from metrics.baselines import baseline_labels, kmeans_masks
 from models import METHODS, MethodSpec, build_model, model_config_of
 from utils import distributed
 from utils.checkpoint import load_model_state, resolve_checkpoint
@@ -63,7 +64,9 @@ def build_parser(method: str | None = HELP_METHOD) -> argparse.ArgumentParser:
     parser.add_argument("--eval_batch_size", type=int, default=32)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--split", default="val", help="dataset split to evaluate")
-    parser.add_argument("--baselines", action="store_true", help="also score one-slot and fixed-grid baselines")
+    parser.add_argument("--baselines", action="store_true",
+                        help="also score trivial baselines: one slot, a fixed grid and, for models with a frozen "
+                             "feature encoder, per-image k-means of its features with K = the number of slots")
     parser.add_argument("--log_path", default=None, help="folder for metrics.json/masks.png (default: beside the checkpoint)")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     return parser
@@ -171,7 +174,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, typed: set[str], ckpt_path: P
         return {"method": method, **result["metrics"]}
     if args.baselines:  # cheap (no model): rank 0 scores every image itself
         rows.update(score_baselines(make_loader(dataset, args.eval_batch_size, args.num_workers, None, args.seed,
-                                                False), num_slots))
+                                                False), num_slots, model, device, args.seed))
     print_table(rows)
     if "num_slots_kept" in result["metrics"]:
         print_table({f"model (keep rule: {result['metrics']['keep_rule']})": result["metrics"]}, ADAPTIVE_METRICS)
@@ -207,13 +210,28 @@ def _evaluate_checkpoint(args: argparse.Namespace, typed: set[str], ckpt_path: P
     return record
 
 
-def score_baselines(loader, num_slots: int) -> dict[str, dict[str, float]]:
-    """Trivial reference segmentations scored with the same metrics as the model."""
-    meters = {name: SegmentationMetrics() for name in ("one_slot", "grid")}
+def score_baselines(loader, num_slots: int, model: torch.nn.Module | None = None, device: torch.device | None = None,
+                    seed: int = 0) -> dict[str, dict[str, float]]:
+    """Reference segmentations scored with the same metrics as the model.
+
+    ``one_slot`` and ``grid`` need no model. ``kmeans`` clusters each image's frozen encoder
+    features into ``num_slots`` groups (models with ``encode``, i.e. a frozen feature encoder): a
+    model that does not beat it has learned nothing beyond the features' own clustering.
+    """
+    names = ["one_slot", "grid"]
+    if model is not None and hasattr(model, "encode") and hasattr(getattr(model, "encoder", None), "token_grid"):
+        names.append("kmeans")
+    meters = {name: SegmentationMetrics() for name in names}
     for batch in loader:
         gt = batch["mask_instance"]
         for name, meter in meters.items():
-            labels = baseline_labels(name, gt.shape, num_slots)
+            if name == "kmeans":
+                images = batch["image"].to(device)
+                h, w = model.encoder.token_grid(tuple(images.shape[-2:]))
+                masks = kmeans_masks(model.encode(images), num_slots, seed=seed)
+                labels = masks_to_labels(masks.view(len(images), num_slots, h, w).cpu(), tuple(gt.shape[-2:]))
+            else:
+                labels = baseline_labels(name, gt.shape, num_slots)
             meter.update(labels, gt, batch.get("mask_class"), batch.get("mask_ignore"))
     return {f"baseline: {name}": meter.compute() for name, meter in meters.items()}
 

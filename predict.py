@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     skipped: list[str] = []
     written: list[Path] = []
     grid: list[torch.Tensor] = []
+    grid_names: list[str] = []
     source, previous = None, None
     bar = tqdm(total=len(files), desc="predict", unit="image", disable=args.no_progress)
     with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -133,6 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
                 written.append(folder)
                 if len(grid) < args.grid:
                     grid.append(grid_column(image, overlay))
+                    kept = f" ({int(slot_keep.sum())}/{num_slots} kept)" if slot_keep is not None else ""
+                    grid_names.append(f"{name}{kept}")
                 bar.update(1)
     bar.close()
     if skipped:
@@ -140,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not written:
         raise UserError(f"none of the {len(files)} files in --input {args.input} could be read as an image")
     if grid:
-        save_overlay_grid(out_dir / "summary.png", grid)
+        save_overlay_grid(out_dir / "summary.png", grid, grid_names)
     log.info(f"wrote {len(written)} predictions ({source} masks of a {method} model) to {out_dir}")
     return {"written": written, "skipped": skipped, "masks": source, "video": video}
 

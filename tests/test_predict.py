@@ -114,7 +114,9 @@ def test_predict_on_image_folder(trained: Path, tmp_path: Path) -> None:
             else:
                 assert slot["bbox"] is None
     summary = Image.open(tmp_path / "out" / "summary.png")
-    assert summary.size == (4 * 192, 2 * 192)
+    # 4 columns of 192-px tiles (input above overlay) plus margins naming the rows and the inputs.
+    width, height = summary.size
+    assert 4 * 192 < width < 4 * 192 + 100 and 2 * 192 < height < 2 * 192 + 40
 
 
 def test_labels_follow_the_model_masks(dinosaur_run: Path, tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ def script_commands() -> list[tuple[str, list[str]]]:
     commands = []
     for line in text.splitlines():
         words = shlex.split(line, comments=True)
-        if len(words) >= 2 and words[0] == ".venv/bin/python" and words[1].endswith(".py"):
+        if len(words) >= 2 and words[0] == ".venv/bin/python" and words[1].endswith(".py") \
+                and not words[1].startswith("scripts/"):
             commands.append((words[1][:-3], words[2:]))
     return commands
 
@@ -58,7 +59,14 @@ def test_quickstart_commands_run_for_a_few_steps(tmp_path: Path) -> None:
     record = evaluate.main([*without(eval_args, "--checkpoint_path", "--val_samples", "--num_workers"),
                             "--checkpoint_path", str(run), "--val_samples", "4", "--num_workers", "0",
                             "--no_progress"])
-    # The model's figures and the two baselines' are all in the record.
-    assert {"fg_ari", "mbo_i", "one_slot_fg_ari", "one_slot_mbo_i", "grid_fg_ari", "grid_mbo_i"} <= set(record)
+    # The model's figures and the three baselines' are all in the record.
+    assert {"fg_ari", "mbo_i", "one_slot_fg_ari", "one_slot_mbo_i", "grid_fg_ari", "grid_mbo_i", "kmeans_fg_ari",
+            "kmeans_mbo_i"} <= set(record)
     assert (run / "masks.png").is_file()
+    # The curve picture is drawn from the run's metrics.jsonl with the script's own arguments.
+    plot = [shlex.split(line) for line in SCRIPT.read_text().splitlines() if "scripts/plot_metrics.py" in line]
+    assert len(plot) == 1
+    plot_metrics = importlib.import_module("scripts.plot_metrics")
+    out = plot_metrics.main([str(run), *plot[0][3:]])
+    assert out == run / "curves.png" and out.stat().st_size > 0
 

@@ -52,6 +52,9 @@ def test_train_then_eval(tmp_path: Path, mode: list[str]) -> None:
                              "--baselines", "--no_progress"])
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["evaluated_by"] == "eval_spot.py" and saved["eval_permutations"] == perms[0]
+    # --baselines scores one slot, a fixed grid and per-image k-means of the encoder's features.
+    for name in ("one_slot", "grid", "kmeans"):
+        assert 0 <= saved[f"{name}_mbo_i"] <= 100, name
     assert 0 <= record["mbo_i"] <= 100 and -100 <= record["fg_ari"] <= 100
     assert (run / "masks.png").is_file()
     # Evaluation is deterministic (shared-Gaussian slots are drawn from a fixed seed).

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 
 def palette(num_colors: int = 256) -> np.ndarray:
@@ -51,6 +51,48 @@ def _resize_labels(labels: torch.Tensor, size: tuple[int, int] | torch.Size) -> 
     return F.interpolate(labels[None, None].float().cpu(), size=tuple(size), mode="nearest")[0, 0].long()
 
 
+LABEL_FONT_SIZE = 13
+
+
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=LABEL_FONT_SIZE)
+
+
+def labelled(
+    grid: torch.Tensor | np.ndarray,
+    row_labels: list[str] | None = None,
+    row_height: int | None = None,
+    column_labels: list[str] | None = None,
+    column_width: int | None = None,
+) -> Image.Image:
+    """A grid picture with its rows named in a left margin and its columns in a top margin.
+
+    ``grid`` is [3, H, W] float in [0, 1] or an [H, W, 3] uint8 array of equal-sized cells
+    (``row_height`` x ``column_width`` pixels each); labels are drawn in black on white.
+    """
+    if isinstance(grid, torch.Tensor):
+        grid = (grid.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    picture = Image.fromarray(grid)
+    font = _font()
+    measure = ImageDraw.Draw(picture)
+    pad = 4
+    left = max((measure.textlength(t, font=font) for t in row_labels or []), default=0)
+    left = int(left) + 2 * pad if row_labels else 0
+    top = LABEL_FONT_SIZE + 2 * pad if column_labels else 0
+    canvas = Image.new("RGB", (picture.width + left, picture.height + top), "white")
+    canvas.paste(picture, (left, top))
+    draw = ImageDraw.Draw(canvas)
+    for i, text in enumerate(row_labels or []):
+        y = top + i * (row_height or picture.height) + (row_height or picture.height) // 2 - LABEL_FONT_SIZE // 2
+        draw.text((pad, y), text, fill="black", font=font)
+    for j, text in enumerate(column_labels or []):
+        width = column_width or picture.width
+        text = _shorten(text, width)
+        x = left + j * width + max(0, (width - int(draw.textlength(text, font=font))) // 2)
+        draw.text((x, pad), text, fill="black", font=font)
+    return canvas
+
+
 def save_mask_grid(
     path: str | os.PathLike,
     images: torch.Tensor,
@@ -60,6 +102,8 @@ def save_mask_grid(
     min_tile: int = 128,
 ) -> None:
     """Write a PNG with one column per image: the image, then one overlay per label-map row.
+
+    Each row is named in the left margin ("image", then the keys of ``rows``).
 
     images [B, 3, H, W] in [0, 1]; rows maps a name (e.g. "ground truth", "decoder masks") to a
     label map [B, h, w]. The row order is the dict order; rows named in ``ground_truth_rows``
@@ -78,8 +122,7 @@ def save_mask_grid(
         ]
         tiles.append(torch.cat(column, dim=1))  # stack vertically
     grid = torch.cat(tiles, dim=2)  # images side by side
-    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    Image.fromarray(array).save(path)
+    labelled(grid, ["image", *rows], row_height=tiles[0].shape[1] // (len(rows) + 1)).save(path)
 
 
 def save_reconstruction_grid(
@@ -95,7 +138,8 @@ def save_reconstruction_grid(
     images [B, 3, H, W] and reconstructions (name -> [B, 3, H, W]) in [0, 1]; attention
     [B, K, h, w] is upsampled (nearest) to the image and shown as ``x * a + (1 - a)``: the image
     where the slot attends, white elsewhere (SLATE's picture, spec sa_slate_gnm.md 2.6).
-    Tiles are separated by a grey line; small images are enlarged (nearest).
+    Tiles are separated by a grey line; small images are enlarged (nearest). Columns are named
+    in a top margin (input, each reconstruction's name, slot k).
     """
     n = min(max_images, images.shape[0])
     scale = max(1, -(-min_tile // images.shape[-2]))
@@ -114,8 +158,9 @@ def save_reconstruction_grid(
             row += [tile(image * a_k + (1 - a_k)) for a_k in a]  # a_k [1, H, W]
         rows.append(torch.cat(row, dim=2))  # tiles side by side
     grid = torch.cat(rows, dim=1)  # images stacked vertically
-    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    Image.fromarray(array).save(path)
+    num_slots = attention.shape[1] if attention is not None else 0
+    names = ["input", *reconstructions, *(f"slot {k}" for k in range(num_slots))]
+    labelled(grid, column_labels=names, column_width=size[1] + 2).save(path)
 
 
 # ------------------------------------------------------------------ predictions on user images
@@ -193,15 +238,30 @@ def grid_column(image: torch.Tensor, overlay_image: torch.Tensor, tile: int = 19
     return torch.cat([_letterbox(image.cpu(), tile), _letterbox(overlay_image.cpu(), tile)], dim=1)
 
 
-def save_overlay_grid(path: str | os.PathLike, columns: list[torch.Tensor]) -> None:
-    """Write columns made by :func:`grid_column` side by side as one PNG."""
-    to_pil(torch.cat(columns, dim=2)).save(path)
+def save_overlay_grid(path: str | os.PathLike, columns: list[torch.Tensor], names: list[str] | None = None) -> None:
+    """Write columns made by :func:`grid_column` side by side as one PNG, rows named "input" and
+    "slots" and columns by ``names`` (e.g. the input files)."""
+    tile = columns[0].shape[-1]
+    labelled(torch.cat(columns, dim=2), ["input", "slots"], row_height=tile,
+             column_labels=[_shorten(n, tile) for n in names] if names else None, column_width=tile).save(path)
+
+
+def _shorten(text: str, width: int) -> str:
+    """``text`` cut with an ellipsis to fit ``width`` pixels in the label font."""
+    font = _font()
+    if font.getlength(text) <= width - 4:
+        return text
+    while text and font.getlength(text + "...") > width - 4:
+        text = text[:-1]
+    return text + "..."
 
 
 def save_prototype_grid(path: str | os.PathLike, images: torch.Tensor, claimed: torch.Tensor,
-                        alpha: float = 0.6, tint: tuple[float, float, float] = (1.0, 0.0, 0.0)) -> None:
+                        alpha: float = 0.6, tint: tuple[float, float, float] = (1.0, 0.0, 0.0),
+                        column_labels: list[str] | None = None) -> None:
     """Rows x columns of images [R, C, 3, H, W] in [0, 1] with the pixels claimed by the column's
-    prototype (``claimed`` [R, C, H, W] bool) tinted red (SlotCon's viz_slots figure)."""
+    prototype (``claimed`` [R, C, H, W] bool) tinted red (SlotCon's viz_slots figure); columns
+    named by ``column_labels`` (e.g. "prototype 17"), rows by rank ("top 1", ...)."""
     rows, cols, _, h, w = images.shape
     colour = images.new_tensor(tint).view(1, 1, 3, 1, 1)
     mask = claimed[:, :, None].float()
@@ -212,12 +272,14 @@ def save_prototype_grid(path: str | os.PathLike, images: torch.Tensor, claimed: 
         for c in range(cols):
             top, left = pad + r * (h + pad), pad + c * (w + pad)
             canvas[:, top : top + h, left : left + w] = tinted[r, c]
-    to_pil(canvas).save(path)
+    labelled(canvas, [f"top {r + 1}" for r in range(rows)], row_height=h + pad,
+             column_labels=column_labels, column_width=w + pad).save(path)
 
 
 def save_image_grid(path: str | os.PathLike, rows: dict[str, torch.Tensor], max_images: int = 8, min_tile: int = 128) -> None:
     """Write a PNG with one row per entry of ``rows`` (name -> images [B, 3, H, W] in [0, 1]),
-    images side by side; small images are enlarged (nearest) to at least ``min_tile`` pixels."""
+    images side by side, each row named in the left margin; small images are enlarged (nearest)
+    to at least ``min_tile`` pixels."""
     lines = []
     for images in rows.values():
         images = images[:max_images].detach().float().cpu().clamp(0, 1)
@@ -226,7 +288,7 @@ def save_image_grid(path: str | os.PathLike, rows: dict[str, torch.Tensor], max_
             images = F.interpolate(images, scale_factor=scale, mode="nearest")
         lines.append(torch.cat(list(images), dim=2))
     grid = torch.cat(lines, dim=1)
-    Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
+    labelled(grid, list(rows), row_height=lines[0].shape[1]).save(path)
 
 
 def segmentation_maps(slot_masks: torch.Tensor, threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -254,7 +316,8 @@ def save_prediction_grid(
     raw segmentation, processed segmentation (see :func:`segmentation_maps`), then one image per
     slot: ``rgb_k * m_k + (1 - m_k)`` (white where the slot is absent), with ``m_k`` from
     ``slot_masks`` [B, K, H, W] and ``rgb_k`` from ``slot_rgb`` [B, K, 3, H, W] (the image itself
-    when absent). All images in [0, 1]; masks are resized to the image size.
+    when absent). All images in [0, 1]; masks are resized to the image size. Columns are named
+    in a top margin.
     """
     n = min(max_images, images.shape[0])
     height, width = images.shape[-2:]
@@ -278,5 +341,53 @@ def save_prediction_grid(
     grid = torch.cat(rows, dim=1)  # one row per image
     if scale > 1:
         grid = F.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
-    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    Image.fromarray(array).save(path)
+    names = ["image", *(["reconstruction"] if "reconstruction" in visuals else []), "raw", "processed",
+             *(f"slot {k}" for k in range(masks.shape[1]))]
+    labelled(grid, column_labels=names, column_width=width * scale).save(path)
+
+
+def save_curves(path: str | os.PathLike, records: list[dict], names: list[str], panel: tuple[int, int] = (260, 180)) -> None:
+    """Plot metrics over training steps: one panel per name in ``names``, side by side.
+
+    ``records`` are ``metrics.jsonl`` lines (each with ``step``); a record without a metric (or
+    with a non-finite one) is skipped for that panel. Drawn with PIL: axis ranges are written at
+    the ends of the axes and the last value next to the title.
+    """
+    width, height = panel
+    font = _font()
+    canvas = Image.new("RGB", (width * len(names), height), "white")
+    draw = ImageDraw.Draw(canvas)
+    margin_left, margin_right, margin_top, margin_bottom = 44, 12, 24, 30
+    for index, name in enumerate(names):
+        points = [(float(r["step"]), float(r[name])) for r in records
+                  if isinstance(r.get(name), (int, float)) and np.isfinite(r[name]) and "step" in r]
+        x0 = index * width
+        title = f"{name}: {points[-1][1]:.3g}" if points else f"{name}: no values"
+        draw.text((x0 + margin_left, 4), title, fill="black", font=font)
+        left, right = x0 + margin_left, x0 + width - margin_right
+        top, bottom = margin_top, height - margin_bottom
+        draw.line([(left, top), (left, bottom), (right, bottom)], fill="black")
+        if not points:
+            continue
+        steps, values = zip(*points)
+        s_lo, s_hi = min(steps), max(steps)
+        v_lo, v_hi = min(values), max(values)
+        if v_hi == v_lo:
+            v_lo, v_hi = v_lo - 1, v_hi + 1
+        s_span = (s_hi - s_lo) or 1.0
+
+        def xy(step: float, value: float) -> tuple[float, float]:
+            return (left + (step - s_lo) / s_span * (right - left),
+                    bottom - (value - v_lo) / (v_hi - v_lo) * (bottom - top))
+
+        coords = [xy(s, v) for s, v in points]
+        if len(coords) > 1:
+            draw.line(coords, fill=(31, 119, 180), width=2)
+        for cx, cy in coords:
+            draw.ellipse([cx - 2.5, cy - 2.5, cx + 2.5, cy + 2.5], fill=(31, 119, 180))
+        draw.text((x0 + 2, top - 6), f"{v_hi:.3g}", fill="black", font=font)
+        draw.text((x0 + 2, bottom - 8), f"{v_lo:.3g}", fill="black", font=font)
+        draw.text((left, bottom + 4), f"{s_lo:g}", fill="black", font=font)
+        label = f"step {s_hi:g}"
+        draw.text((right - draw.textlength(label, font=font), bottom + 4), label, fill="black", font=font)
+    canvas.save(path)
