@@ -3,7 +3,7 @@
 
 probe: k-NN and/or linear probe on the teacher ResNet's pooled features of a labelled
        <root>/<class>/<image> set (ImageNet's train/ and val/ folders fit); writes probe.json.
-viz:   which pixels each prototype claims (spec 2.8): the top-k images per prototype with its
+viz:   which pixels each prototype claims (docs/methods/slotfa.md): the top-k images per prototype with its
        argmax region tinted red, as PNGs (slots.png, prototype_XXXX.png).
 
     python eval_slotfa.py probe --checkpoint output/<run> --train-dir data/imagenet/train --val-dir data/imagenet/val

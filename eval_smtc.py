@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_encoder_args(parser)
     parser.add_argument("--dino_path", dest="encoder_weights", help="= --encoder_weights")
     add_trust_arg(parser)
-    p = parser.add_argument_group("label propagation (spec 1.9)")
+    p = parser.add_argument_group("label propagation (docs/methods/smtc.md)")
     p.add_argument("--setting", default="stride16", choices=sorted(SETTINGS), help="published setting")
     p.add_argument("--topk", type=int, default=None)
     p.add_argument("--radius", type=float, default=None)
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video_len", type=int, default=None, help="preceding frames in the context (20)")
     p.add_argument("--prop_size", type=int, default=None,
                    help="jhmdb/vip: frames are resized to this square side (default 320 / 560)")
-    d = parser.add_argument_group("unsupervised discovery (spec 1.10)")
+    d = parser.add_argument_group("unsupervised discovery (docs/methods/smtc.md)")
     d.add_argument("--matcher", default=None, choices=("sequence", "per_frame"),
                    help="davis only. sequence (default): official (one Hungarian per sequence, <= 20 ids); "
                         "per_frame: SMTC's evaluator")

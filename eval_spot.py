@@ -57,7 +57,7 @@ def build_parser(method: str | None = HELP_METHOD) -> argparse.ArgumentParser:
     if method in METHODS:
         METHODS[method]().add_model_args(parser)
     if method == "spot":
-        # Defaults that fit a SPOT stage-2 checkpoint (spec 1.3). Informational: the model is rebuilt
+        # Defaults that fit a SPOT stage-2 checkpoint (docs/methods/spot.md). Informational: the model is rebuilt
         # from the checkpoint's configuration, and only typed flags are checked against it.
         parser.set_defaults(truncate="bi-level", init_method="embedding", use_second_encoder=True)
     parser.add_argument("--seed", type=int, default=0)

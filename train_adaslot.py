@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""AdaSlot stage 1 (fixed K, DINOSAUR with AdaSlot's recipe) and stage 2 (adaptive K), spec/adaslot.md.
+"""AdaSlot stage 1 (fixed K, DINOSAUR with AdaSlot's recipe) and stage 2 (adaptive K); docs/methods/adaslot.md.
 
 Stage 1: python train_adaslot.py --model_save_path logs/adaslot_s1 --exp_id S1 --dataset shapes \\
     --encoder dino-vitb-16 --num_iters 200000 --batch_size 64 --resize_to 224 224

@@ -5,7 +5,7 @@ Example (CLEVR6, HHousen's sigma): python train_gnm.py --dataset clevr --data_pa
     --image_size 128 --likelihood_sigma 0.4 --batch_size 32 --epochs 100 --log_path logs/gnm_clevr
 Quick CPU run: python train_gnm.py --dataset shapes --image_size 64 --train_samples 2000 --epochs 5
 
-Every schedule flag takes one value (constant) or START_VALUE END_VALUE START_STEP END_STEP (spec 3.4).
+Every schedule flag takes one value (constant) or START_VALUE END_VALUE START_STEP END_STEP (docs/methods/gnm.md).
 After training, ``--nll_samples K`` estimates the negative log-likelihood with K importance samples
 on the validation set (also on a finished run: ``--resume RUN --nll_samples 100``); pictures of
 reconstructions, boxes, reconstructions from the prior and prior samples go to ``viz/``.
@@ -25,7 +25,7 @@ from utils.train import Trainer, make_loader
 from utils.visualize import save_image_grid
 
 log = get_logger()
-# Flags of the shared training group that GNM has no use for (it trains at a constant LR, spec 3.5).
+# Flags of the shared training group that GNM has no use for (it trains at a constant LR, docs/methods/gnm.md#recipe).
 UNUSED_FLAGS = ("lr_min", "lr_warmup_steps")
 
 

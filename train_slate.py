@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     schedule = SlateSchedule(args.lr_main, args.lr_dvae, args.lr_warmup_steps, patience=args.patience,
                              warmup=args.scheduler == "warmup")
-    # SLATE's own masks are the slot-attention maps (spec 2.6); the seed's --clip 0.0 means no clipping.
+    # SLATE's own masks are the slot-attention maps (docs/methods/slate.md#evaluation); the seed's --clip 0.0 means no clipping.
     cfg = train_config(args, clip_norm_type=args.clip_norm_type, primary_masks="slots")
     meta = {"method": "slate", "model_config": config.to_dict(), "encoder": None, "args": vars(args)}
     trainer = Trainer(model, optimizer, schedule, train_set, val_set, device, run_dir, cfg, meta)

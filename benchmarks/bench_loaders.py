@@ -33,7 +33,7 @@ from utils.train import make_loader  # noqa: E402
 
 
 class ReferenceCocoTrain(torch.utils.data.Dataset):
-    """The original pipeline's cost model for COCO training (spec 4.1), for comparison: full JPEG
+    """The original pipeline's cost model for COCO training (docs/data.md#real-datasets), for comparison: full JPEG
     decode, and every annotation decoded and painted at full size, resized to 320, then unused."""
 
     def __init__(self, root: Path, image_size: int) -> None:

@@ -19,7 +19,7 @@ DATASET_ALIASES: dict[str, str] = {
 PIXEL_DATASET_MAX_OBJECTS: dict[str, int | None] = {
     "clevr": None, "clevr6": 6, "clevr10": 10, "tetrominoes": None, "clevrtex": None, "clevrtex6": 6,
 }
-# How ground truth is built for COCO/VOC evaluation (spec pitfalls 13, 14): SPOT's code or the
+# How ground truth is built for COCO/VOC evaluation (docs/metrics.md#reading-results-against-papers): SPOT's code or the
 # DINOSAUR paper's OCLF configs. Other datasets are the same under both.
 EVAL_PROTOCOLS: tuple[str, ...] = ("spot", "dinosaur")
 

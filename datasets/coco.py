@@ -1,4 +1,4 @@
-"""COCO 2017 (spec section 4.1) from the standard layout, masks through pycocotools.
+"""COCO 2017 (docs/data.md#real-datasets) from the standard layout, masks through pycocotools.
 
 Layout under ``--data_path``::
 
@@ -17,7 +17,7 @@ centre crop):
   80-class ``CAT_LIST`` index for COCO 2017); 0 = background.
 - ``mask_ignore``: pixels covered by two or more annotations.
 
-``eval_protocol`` (spec pitfall 13): ``spot`` keeps crowd annotations as ordinary instances;
+``eval_protocol`` (docs/data.md#real-datasets): ``spot`` keeps crowd annotations as ordinary instances;
 ``dinosaur`` drops them (OCLF's ``coco_nocrowd``), so crowd regions count as background.
 """
 from __future__ import annotations

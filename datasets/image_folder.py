@@ -1,6 +1,6 @@
 """Unlabelled image sources for SlotCon/SlotFA pretraining, and a labelled class-folder set for probes.
 
-Layouts (spec 2.3): ``COCO`` = ``<data-dir>/train2017/*.jpg``; ``COCOplus`` adds
+Layouts (docs/methods/slotfa.md): ``COCO`` = ``<data-dir>/train2017/*.jpg``; ``COCOplus`` adds
 ``<data-dir>/unlabeled2017/*.jpg``; ``ImageNet`` = ``<data-dir>/train/<class>/*.JPEG``;
 ``shapes`` = the built-in synthetic scenes (no files needed). Labelled probe sets use
 ``<root>/<class>/<image>`` (ImageNet's ``train``/``val`` folders fit).

@@ -1,4 +1,4 @@
-"""MOVi-C / MOVi-E (spec section 4.3) in the PNG layout of SPOT's download script.
+"""MOVi-C / MOVi-E (docs/data.md#real-datasets) in the PNG layout of SPOT's download script.
 
 Layout under ``--data_path`` (one level, e.g. ``MOVi/c`` or ``MOVi/e``; written by
 ``scripts/download_movi.py``)::

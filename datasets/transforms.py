@@ -2,7 +2,7 @@
 
 Real-image loaders (COCO, VOC, MOVi):
 
-The published pipelines (SPOT, spec section 3.3) resize the short side (torchvision
+The published pipelines (SPOT; docs/data.md#real-datasets) resize the short side (torchvision
 ``Resize(int)``: the long side is truncated) and crop the centre (torchvision ``CenterCrop``:
 offsets rounded with Python's ``round``). Label maps are resized with PIL ``NEAREST``, which
 picks source pixel ``floor((i + 0.5) * in / out)`` (summed step by step); this module picks the

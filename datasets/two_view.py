@@ -1,4 +1,4 @@
-"""SlotCon's two-view augmentation with overlap-aware crops (spec 2.3).
+"""SlotCon's two-view augmentation with overlap-aware crops (docs/methods/slotfa.md).
 
 Crop 1 is a RandomResizedCrop draw; crop 2 is redrawn (up to ``MAX_OVERLAP_TRIES`` times) until
 its intersection with crop 1 covers at least ``MIN_OVERLAP`` of crop 2's area, else one

@@ -1,4 +1,4 @@
-"""PASCAL VOC 2012 (spec section 4.2): ``trainaug`` images for training, ``val`` masks for evaluation.
+"""PASCAL VOC 2012 (docs/data.md#real-datasets): ``trainaug`` images for training, ``val`` masks for evaluation.
 
 Layout (``--data_path`` may be ``VOCdevkit/VOC2012``, ``VOCdevkit`` or the folder above it)::
 
@@ -15,7 +15,7 @@ Training (split ``train``) uses the 10,582 ``trainaug`` ids: short side to ``ima
 Other splits (``val``) return masks at ``mask_size`` (short side, nearest, centre crop):
 ``mask_instance`` from ``SegmentationObject``, ``mask_class`` from ``SegmentationClass``.
 Value 255 marks object boundaries and void; ``eval_protocol`` decides what it becomes
-(spec pitfall 14): ``spot`` sets it to background (0) and ignores nothing; ``dinosaur`` also
+(docs/data.md#real-datasets): ``spot`` sets it to background (0) and ignores nothing; ``dinosaur`` also
 sets it to 0 but ignores those pixels (class map == 255) in prediction and ground truth.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from utils.logging import get_logger
 log = get_logger()
 
 BOUNDARY = 255
-TRAINAUG_SIZE = 10582  # the standard list (spec section 4.2)
+TRAINAUG_SIZE = 10582  # the standard list (docs/data.md#real-datasets)
 LAYOUT_HINT = (
     "--data_path must be VOCdevkit/VOC2012 (or a folder holding it) with JPEGImages, SegmentationObject, "
     "SegmentationClass and ImageSets/Segmentation"

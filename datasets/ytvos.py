@@ -1,4 +1,4 @@
-"""YouTube-VOS training clips for self-supervised video training (SMTC, spec 1.7).
+"""YouTube-VOS training clips for self-supervised video training (SMTC, docs/methods/smtc.md).
 
 Layout: ``<basepath>/JPEGImages/<video>/<frame>.jpg`` where ``basepath`` is the split folder
 (e.g. ``YTVOS/train``); annotations are never read. A clip is ``num_frames`` frames at offsets

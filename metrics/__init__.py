@@ -1,4 +1,4 @@
-"""Object-discovery metrics with OCLF semantics (spec section 5), on hard label maps.
+"""Object-discovery metrics with OCLF semantics (docs/metrics.md), on hard label maps.
 
 Functions return per-image values in [0, 1]; :class:`SegmentationMetrics` accumulates them over
 a dataset (and over ranks via :meth:`SegmentationMetrics.state_tensor`) and reports x100.
@@ -42,7 +42,7 @@ def masks_to_labels(masks: torch.Tensor, size: tuple[int, int] | int) -> torch.T
     """Soft slot masks [B, K, h, w] -> hard label map LongTensor [B, H, W] at ``size``.
 
     Upsamples bilinearly (``align_corners=False``) *before* the argmax, as SPOT/OCLF do
-    (spec 5.1, 5.5): the argmax of interpolated maps gives smooth boundaries that
+    (docs/metrics.md#pipeline): the argmax of interpolated maps gives smooth boundaries that
     argmax-then-nearest cannot, and the two disagree near slot borders.
     """
     if masks.dim() != 4:
@@ -55,7 +55,7 @@ def masks_to_labels(masks: torch.Tensor, size: tuple[int, int] | int) -> torch.T
 
 
 class SegmentationMetrics:
-    """Dataset-level object-discovery metrics, OCLF-exact definitions (spec 5.2-5.4).
+    """Dataset-level object-discovery metrics, OCLF-exact definitions (docs/metrics.md).
 
     Call :meth:`update` per batch with hard label maps, then :meth:`compute`. Per metric the
     result is ``100 * sum / count`` over images (a mean over images, not over batches).

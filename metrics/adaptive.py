@@ -1,4 +1,4 @@
-"""Metrics AdaSlot reports for models with a variable number of slots (spec/adaslot.md section 3).
+"""Metrics AdaSlot reports for models with a variable number of slots (docs/metrics.md#adaslots-metrics).
 
 All clustering scores compare the predicted slot partition with the ground-truth objects on the
 *foreground* pixels of one image (GT id > 0, ignored pixels dropped), computed from the

@@ -1,4 +1,4 @@
-"""Adjusted Rand Index on hard label maps, OCLF ``ARIMetric`` semantics (spec 5.3).
+"""Adjusted Rand Index on hard label maps, OCLF ``ARIMetric`` semantics (docs/metrics.md#fg-ari-and-ari).
 
 With ``n`` the contingency table of (GT cluster, predicted slot), ``a``/``b`` its row/column
 sums and ``n`` its total, OCLF computes per image (float64)::

@@ -1,4 +1,4 @@
-"""DAVIS J (region) and F (boundary) measures and the sequence/dataset J&F protocol (spec 1.11).
+"""DAVIS J (region) and F (boundary) measures and the sequence/dataset J&F protocol (docs/metrics.md#jf-davis).
 
 Definitions follow the official ``davis2017-evaluation`` package (BSD-3) and are re-implemented
 here with NumPy/SciPy (no OpenCV): the boundary dilation uses a disk structuring element with

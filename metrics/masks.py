@@ -1,4 +1,4 @@
-"""Mask-overlap metrics on hard label maps: mBO, Hungarian mIoU and CorLoc (spec 5.2, 5.4).
+"""Mask-overlap metrics on hard label maps: mBO, Hungarian mIoU and CorLoc (docs/metrics.md#mbo-and-miou-unsupervised-mask-iou, #corloc).
 
 These follow OCLF's ``UnsupervisedMaskIoUMetric(ignore_background=True, ignore_overlaps=True)``
 as copied into SPOT, but take label maps instead of one-hot masks. Label maps cannot hold
@@ -101,7 +101,7 @@ def iou_from_contingency(cont: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     ``cont`` is [B, M, K] with row 0 = GT background. Returns ``iou`` float64 [B, M-1, K]
     (row g is GT id g+1) and ``present`` bool [B, M-1] (GT object has >= 1 non-ignored pixel).
     Predicted areas include GT-background pixels, so a slot spilling onto background pays for
-    it in the union (spec 5.2). Union 0 gives IoU 0.
+    it in the union (docs/metrics.md#mbo-and-miou-unsupervised-mask-iou). Union 0 gives IoU 0.
     """
     pred_area = cont.sum(dim=1)  # [B, K], over all GT rows including background
     inter = cont[:, 1:, :]  # [B, M-1, K], background row dropped

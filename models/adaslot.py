@@ -1,4 +1,4 @@
-"""AdaSlot (Fan et al., CVPR 2024): DINOSAUR with an adaptive number of slots (spec/adaslot.md).
+"""AdaSlot (Fan et al., CVPR 2024): DINOSAUR with an adaptive number of slots (docs/methods/adaslot.md).
 
 Stage 1 (``adaptive=False``) is a fixed-K DINOSAUR with AdaSlot's recipe: frozen ViT tokens ->
 input MLP -> slot attention (shared Gaussian init, zero biases, no dropout) -> MLP feature
@@ -99,7 +99,7 @@ def threshold_keep(logits: torch.Tensor) -> torch.Tensor:
 class SlotSelector(nn.Module):
     """Per-slot keep/drop scores: LN(D) -> Linear(D, 4D) -> ReLU -> Linear(4D, 2), zero biases.
 
-    Weights keep the PyTorch default init (spec 1.2). Applied to every slot independently.
+    Weights keep the PyTorch default init (docs/methods/adaslot.md). Applied to every slot independently.
     """
 
     def __init__(self, slot_dim: int) -> None:
@@ -217,7 +217,7 @@ def warm_start(model: AdaSlot, checkpoint: dict[str, Any], source: str) -> list[
 
     Every stored weight must fit, and the keys the checkpoint lacks must be exactly the
     selection network's: anything else means the checkpoint is of another model, which is
-    refused instead of loaded partially. Optimizer, schedule and step start afresh (spec 2.2).
+    refused instead of loaded partially. Optimizer, schedule and step start afresh (docs/methods/adaslot.md).
     """
     check_warm_start_source(checkpoint, source, model.selector is not None)
     expected = model_state(model)

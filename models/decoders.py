@@ -1,12 +1,12 @@
-"""Slot decoders: feature decoders for DINOSAUR / SPOT (spec section 2.3), SLATE's token decoder
-(spec sa_slate_gnm.md 2.3) and Slot Attention's pixel decoder.
+"""Slot decoders: feature decoders for DINOSAUR / SPOT (docs/methods/dinosaur.md), SLATE's token decoder
+(docs/methods/slate.md) and Slot Attention's pixel decoder.
 
 * :class:`MLPDecoder` -- DINOSAUR's spatial-broadcast MLP decoder with alpha masks.
 * :class:`AutoregressiveDecoder` -- the SLATE transformer decoder with teacher forcing, used by
   SPOT over features (one BOS token per patch ordering) and by SLATE over dVAE tokens (with a
   vocabulary head); masks come from the last block's cross-attention.
 * :class:`SpatialBroadcastDecoder` -- Slot Attention's spatial-broadcast CNN decoder of pixels
-  with alpha compositing (spec sa_slate_gnm.md 1.1).
+  with alpha compositing (docs/methods/slot_attention.md).
 
 Shape legend: ``B`` batch, ``K`` slots, ``N`` patch tokens, ``D`` feature dim, ``Ds`` slot dim.
 Both decoders return float32 ``reconstruction`` / ``masks`` (softmaxes and mixing are done in
@@ -26,7 +26,7 @@ from models.position import SoftPositionEmbed
 
 __all__ = ["MLPDecoder", "AutoregressiveDecoder", "SpatialBroadcastDecoder", "mask_normalized"]
 
-# AdaSlot's epsilon in the renormalisation over kept slots (spec/adaslot.md section 1.4).
+# AdaSlot's epsilon in the renormalisation over kept slots (docs/methods/adaslot.md).
 KEEP_RENORM_EPS: float = 1e-5
 
 
@@ -262,7 +262,7 @@ class _DecoderBlock(nn.Module):
     """Pre-LN decoder block: causal self-attention, cross-attention to slots, ReLU FFN.
 
     With ``is_first`` the input is normalised first and the residual is added to the
-    *normalised* input (SLATE quirk, spec pitfall 5).
+    *normalised* input (a SLATE quirk).
     """
 
     def __init__(

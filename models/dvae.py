@@ -1,4 +1,4 @@
-"""SLATE's discrete VAE (spec sa_slate_gnm.md section 2.1).
+"""SLATE's discrete VAE (docs/methods/slate.md).
 
 The encoder maps an image in [0, 1] to one categorical distribution over ``vocab_size`` codes
 per 4x4 patch; a Gumbel-softmax sample of it is decoded back to pixels by a PixelShuffle CNN.

@@ -1,7 +1,7 @@
 """Frozen ViT encoders (DINO, DINOv2, MAE, supervised) built through timm.
 
 The features are the patch tokens of the *last* block, without the final LayerNorm unless asked
-for, with the CLS and register tokens dropped (spec 2.1). Images come in as [0, 1] RGB and are
+for, with the CLS and register tokens dropped (docs/methods/spot.md). Images come in as [0, 1] RGB and are
 normalised here, so a feature cache and the model see the same inputs.
 """
 from __future__ import annotations
@@ -445,7 +445,7 @@ class FrozenViT(nn.Module):
 
     def forward_with_keys(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """[B, 3, H, W] -> (last-block patch tokens [B, h*w, D], last-block attention keys
-        [B, h*w, D] with the heads concatenated). SMTC runs slot attention on the keys (spec 1.2)."""
+        [B, h*w, D] with the heads concatenated). SMTC runs slot attention on the keys (docs/methods/smtc.md)."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images [B, 3, H, W], got {tuple(images.shape)}")
         gh, gw = self.token_grid((images.shape[-2], images.shape[-1]))

@@ -1,9 +1,9 @@
-"""GNM, Generative Neurosymbolic Machines (Jiang & Ahn 2020), written from spec sa_slate_gnm.md section 3.
+"""GNM, Generative Neurosymbolic Machines (Jiang & Ahn 2020), written from the official code's behaviour (docs/methods/gnm.md).
 
 A global latent z^g (StructDRAW on a G x G grid) generates a structured symbolic map z^s (per cell:
 ``z_pres``, ``z_where``, ``z_depth``, ``z_what``) and a background latent ``z_bg``; glimpses decoded
 from ``z_what`` are pasted by spatial transformers and composited by depth over the background.
-Training maximises the ELBO with annealed betas and auxiliary KLs to fixed priors (spec 3.4).
+Training maximises the ELBO with annealed betas and auxiliary KLs to fixed priors (docs/methods/gnm.md).
 Images are in [0, 1]. The model's current training step (``set_step``, called by the Trainer)
 drives every schedule and the 500-step curriculum; it is a buffer, so checkpoints keep it.
 """
@@ -28,14 +28,14 @@ from models.gnm_render import (
 from utils.errors import UserError
 from utils.schedules import LinearAnneal
 
-# Fixed prior of the auxiliary where-KL (spec 3.4): mean and std of (scale, ratio, shift x, shift y).
+# Fixed prior of the auxiliary where-KL (docs/methods/gnm.md): mean and std of (scale, ratio, shift x, shift y).
 AUX_WHERE_MEAN: tuple[float, ...] = (-1.5, 0.0, 0.0, 0.0)
 AUX_WHERE_STD: tuple[float, ...] = (0.1, 0.3, 1.0, 1.0)
 PRES_WEIGHT_MIN = 1e-5  # z_pres floor when it weights the auxiliary KLs
 CURRICULUM_MAX_PRES = 0.99
 CURRICULUM_ALPHA = 0.9
 
-# Every schedule: [start_value, end_value, start_step, end_step] or [constant] (spec 3.4 defaults).
+# Every schedule: [start_value, end_value, start_step, end_step] or [constant] (docs/methods/gnm.md).
 SCHEDULES: dict[str, list[float]] = {
     "beta_global": [0.0, 1.0, 0, 100_000],
     "beta_pres": [1.0], "beta_where": [1.0], "beta_depth": [1.0], "beta_what": [1.0], "beta_bg": [1.0],
@@ -60,7 +60,7 @@ def _schedule_field(name: str) -> Any:
 
 @dataclass
 class GNMConfig:
-    """Everything needed to rebuild a GNM model (stored in every checkpoint). Defaults: spec arrow config."""
+    """Everything needed to rebuild a GNM model (stored in every checkpoint). Defaults: the official arrow configuration."""
 
     image_size: int = 128
     grid_size: int = 4
@@ -121,7 +121,7 @@ class GNMConfig:
 
     @property
     def glimpse_size(self) -> int:
-        """Half the image side, as the spec's 64-px glimpses for 128-px images."""
+        """Half the image side, as the 64-px glimpses of the official configuration for 128-px images."""
         return self.image_size // 2
 
 
@@ -156,7 +156,7 @@ def check_config(config: GNMConfig) -> None:
             f"use --grid_size 4 (or another power of two <= {size // 4})"
         )
     if config.likelihood_sigma <= 0:
-        raise UserError("--likelihood_sigma must be positive (the spec uses 0.2 to 0.7)")
+        raise UserError("--likelihood_sigma must be positive (published runs use 0.2 to 0.7)")
     for name in SCHEDULES:
         values = getattr(config, name)
         if len(values) not in (1, 4):
@@ -315,7 +315,7 @@ class GNM(nn.Module):
         }
 
     def _kl_terms(self, post: dict[str, Any], z_pres: torch.Tensor, p_pres_prior: float) -> dict[str, torch.Tensor]:
-        """Every KL of spec 3.4, each summed over cells / dims / draw steps: [B] per term."""
+        """Every KL of the ELBO (docs/methods/gnm.md), each summed over cells / dims / draw steps: [B] per term."""
         q, p, draw = post["q"], post["p"], post["draw"]
         kl = {"kl_global": gaussian_kl(draw["q_mean"], draw["q_std"], draw["p_mean"], draw["p_std"]).flatten(1).sum(1)}
         kl["kl_pres"] = bernoulli_kl(q["pres_logits"], p["pres_logits"]).sum(1)
@@ -398,7 +398,7 @@ def estimate_nll(model: GNM, loader: Any, device: torch.device, num_samples: int
     """Importance-sampled negative log-likelihood, ``-log mean_k exp(log w_k)`` averaged over images.
 
     Returns ``nll`` (nats per image) and ``nll_bits_per_dim``. Drawn from a fixed seed without
-    disturbing the caller's RNG. The spec's papers use 100 samples (30 during training).
+    disturbing the caller's RNG. The papers use 100 samples (30 during training).
     """
     was_training = model.training
     model.eval()
@@ -418,7 +418,7 @@ def estimate_nll(model: GNM, loader: Any, device: torch.device, num_samples: int
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """GNM model and loss flags (defaults: spec 3.2-3.4, arrow/CLEVR config)."""
+    """GNM model and loss flags (defaults: the official arrow/CLEVR configuration)."""
     group = parser.add_argument_group("GNM model")
     defaults = GNMConfig()
     group.add_argument("--grid_size", type=int, default=defaults.grid_size,
@@ -434,7 +434,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mlp_hidden", type=int, default=defaults.mlp_hidden,
                        help="width of the StructDRAW and background MLPs")
     group.add_argument("--likelihood_sigma", type=float, default=defaults.likelihood_sigma,
-                       help="std of the Gaussian likelihood: 0.2 arrow, 0.4 CLEVR6, 0.7 ClevrTex (spec 3.4)")
+                       help="std of the Gaussian likelihood: 0.2 arrow, 0.4 CLEVR6, 0.7 ClevrTex")
     group.add_argument("--curriculum_steps", type=int, default=defaults.curriculum_steps,
                        help="for 0 < step < this, z_pres <= 0.99 and the alpha map is fixed at 0.9")
     sched = parser.add_argument_group("GNM schedules: VALUE, or START_VALUE END_VALUE START_STEP END_STEP (linear)")

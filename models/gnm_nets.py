@@ -1,7 +1,7 @@
-"""GNM networks (spec sa_slate_gnm.md 3.2): image encoder, StructDRAW, the per-cell latent head,
+"""GNM networks (docs/methods/gnm.md): image encoder, StructDRAW, the per-cell latent head,
 and the sub-pixel glimpse and background decoders.
 
-Blocks follow the spec: Conv -> CELU -> GroupNorm(1 group) (activation before the norm) and
+Blocks follow the official code's behaviour: Conv -> CELU -> GroupNorm(1 group) (activation before the norm) and
 Linear -> CELU -> LayerNorm; the last layer of every stack is linear.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ class ImageEncoder(nn.Module):
     """Image [B, 3, H, H] -> encoding [B, enc_dim, G, G] with ``num_down`` stride-2 convolutions.
 
     Pairs of (4x4 stride 2, 3x3 stride 1) convolutions then a final 4x4 stride-2 convolution; at
-    128 px -> 4x4 this is the spec's filter list. Fewer downsamplings drop the first pairs.
+    128 px -> 4x4 this is the official filter list. Fewer downsamplings drop the first pairs.
     """
 
     def __init__(self, num_down: int, enc_dim: int, filters: list[int] | None = None,
@@ -151,7 +151,7 @@ class LocalLatentHead(nn.Module):
     """Feature map [B, C, G, G] -> per-cell latent parameters, raster order [B, G*G, .].
 
     One network serves the prior (on the StructDRAW canvas) and the posterior (on the image
-    encoding): spec pitfall 13, q(z^s) depends on x only.
+    encoding): q(z^s) depends on x only, as in the official code.
     """
 
     def __init__(self, c_in: int, hidden: int, z_what_dim: int, body: list[int] | None = None) -> None:
@@ -217,7 +217,7 @@ class GlimpseDecoder(nn.Module):
 
 
 def background_upscales(image_size: int) -> list[int]:
-    """The spec's 128-px upscales (4, 2, 4, 2, 2), cut short so their product is ``image_size``."""
+    """The official 128-px upscales (4, 2, 4, 2, 2), cut short so their product is ``image_size``."""
     upscales, remaining = [], image_size
     for factor in BG_UPSCALES:
         if remaining == 1:

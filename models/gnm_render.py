@@ -1,4 +1,4 @@
-"""GNM rendering (spec sa_slate_gnm.md 3.2-3.3): ``z_where`` decoding, spatial-transformer pasting
+"""GNM rendering (docs/methods/gnm.md): ``z_where`` decoding, spatial-transformer pasting
 of per-cell glimpses, depth-ordered compositing over the background, and the mask read-out (3.7).
 
 Coordinates are those of ``F.affine_grid``: x and y in [-1, 1] over the image, ``align_corners=False``.
@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-ALPHA_EPS = 1e-15  # clamp of the summed alpha map (spec 3.3)
+ALPHA_EPS = 1e-15  # clamp of the summed alpha map (docs/methods/gnm.md)
 IMPORTANCE_EPS = 1e-15  # keeps the depth normalisation finite where no object is present
 
 
@@ -68,12 +68,12 @@ def composite(
     force_alpha: float | None = None,
     premultiplied: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Depth-ordered compositing of the pasted objects over the background (spec 3.3, overlap mode).
+    """Depth-ordered compositing of the pasted objects over the background (overlap mode; docs/methods/gnm.md).
 
     rgb_full [B, N, 3, H, W], alpha_full [B, N, 1, H, W] (glimpse alpha, pasted), z_pres [B, N],
     z_depth [B, N], background [B, 3, H, W]. ``force_alpha`` replaces the summed alpha map by a
     constant (the curriculum of the first steps). Returns ``image``, ``foreground``, ``alpha_map``
-    [B, 1, H, W] and ``a_hat`` [B, N, 1, H, W] (alpha times presence: the masks of spec 3.7).
+    [B, 1, H, W] and ``a_hat`` [B, N, 1, H, W] (alpha times presence: the masks, docs/methods/gnm.md#evaluation).
     ``premultiplied``: ``rgb_full`` is the pasted product alpha * rgb (GNM's official rendering),
     so it is weighted by the presence only, not by the pasted alpha again.
     """
@@ -93,7 +93,7 @@ def composite(
 def masks_with_background(a_hat: torch.Tensor) -> torch.Tensor:
     """Per-cell masks [B, N, 1, H, W] -> [B, 1 + N, H, W] with the background channel first.
 
-    Spec 3.7: background = ``1 - sum(cells)``, then argmax (overlaps go to the largest alpha, not
+    As the official evaluator: background = ``1 - sum(cells)``, then argmax (overlaps go to the largest alpha, not
     to the nearest object). The background is floored at 0 and every channel divided by
     ``max(1, sum)`` so the result sums to one per pixel; neither changes the argmax.
     """

@@ -1,4 +1,4 @@
-"""Patch-order permutations used by SPOT's autoregressive decoder (spec section 2.4).
+"""Patch-order permutations used by SPOT's autoregressive decoder (docs/methods/spot.md).
 
 A grid of ``h x w`` patch tokens is indexed row-major: token ``r * w + c`` sits at row ``r``
 and column ``c``. An *ordering* is a permutation ``pi`` of ``range(h * w)``: position ``j`` of

@@ -1,4 +1,4 @@
-"""Soft position embedding of Slot Attention (spec sa_slate_gnm.md 1.1, pitfall 3)."""
+"""Soft position embedding of Slot Attention (docs/methods/slot_attention.md)."""
 from __future__ import annotations
 
 import torch

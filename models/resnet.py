@@ -165,7 +165,7 @@ def teacher_backbone(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Te
 
 
 def detectron2_key(key: str) -> str:
-    """Rename one torchvision ResNet key to detectron2's (spec 2.9's rules, in the same order)."""
+    """Rename one torchvision ResNet key to detectron2's (detectron2's conversion rules, in their order)."""
     if "layer" not in key:
         key = "stem." + key
     for i in range(4):

@@ -1,13 +1,13 @@
 """SLATE (Singh, Deng, Ahn, ICLR 2022): slot attention over dVAE tokens, autoregressive token decoder.
 
-Spec: ``spec/sa_slate_gnm.md`` section 2. Pipeline per image (in [0, 1]):
+See docs/methods/slate.md. Pipeline per image (in [0, 1]):
 dVAE encoder -> code log-probabilities [B, V, h, w] -> a hard Gumbel sample gives the tokens
 [B, N] (also at evaluation, unless --eval_tokens argmax) -> token + learned position embedding [B, N, d] -> input MLP ->
 slot attention (the shared module) -> slots [B, K, Ds] -> the shared autoregressive transformer
 decoder (BOS + tokens shifted by one, cross-attention to slots, vocabulary head) -> logits
 [B, N, V]. Loss = dVAE reconstruction (per-image sum of squared errors) + cross-entropy of the
 tokens (per-image sum over tokens); the slot path gets no gradient from the pixels and the
-dVAE none from the tokens (spec 2.4).
+dVAE none from the tokens (docs/methods/slate.md#recipe).
 """
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ class SLATE(nn.Module):
 
     # --- schedule ------------------------------------------------------------------------------
     def set_step(self, step: int) -> None:
-        """Set the Gumbel temperature for training step ``step`` (cosine anneal, spec 2.1)."""
+        """Set the Gumbel temperature for training step ``step`` (cosine anneal, docs/methods/slate.md#flags)."""
         c = self.config
         self.tau.fill_(cosine_anneal(step, c.tau_start, c.tau_final, c.tau_steps))
 
@@ -154,7 +154,7 @@ class SLATE(nn.Module):
         """Code log-probabilities [B, V, h, w] -> raster-order tokens [B, N].
 
         Training draws a hard Gumbel sample independent of the relaxed one fed to the dVAE
-        decoder (spec pitfall 9). Evaluation samples the same way, as the official validation
+        decoder, as in the official code. Evaluation samples the same way, as the official validation
         (whose cross-entropy drives the plateau LR halving), unless ``eval_tokens="argmax"``.
         """
         if self.training or self.config.eval_tokens == "sample":
@@ -231,7 +231,7 @@ class SLATE(nn.Module):
 
     @torch.no_grad()
     def visual_outputs(self, images: torch.Tensor) -> dict[str, Any]:
-        """What SLATE's picture shows (spec 2.6), in eval mode.
+        """What SLATE's picture shows (docs/methods/slate.md#evaluation), in eval mode.
 
         Returns ``reconstructions`` ({"dVAE": ..., "autoregressive": ...}, each [B, 3, H, W] in
         [0, 1]) and ``attention`` [B, K, h, w] (last slot-attention iteration).

@@ -1,6 +1,6 @@
 """The one slot attention module of the project (Locatello et al. 2020, as used by SPOT/DINOSAUR).
 
-Behaviour follows the SPOT/OCLF code described in ``spec/spot_dinosaur.md`` section 2.2:
+Behaviour follows the SPOT/OCLF code (docs/methods/spot.md, docs/methods/dinosaur.md):
 keys are pre-scaled, the softmax runs over slots (over heads x slots jointly, as SPOT does),
 ``eps`` is added after that softmax and the weights are renormalised over the inputs
 (weighted mean), and the update is a GRU followed by a residual MLP.
@@ -78,7 +78,7 @@ class SlotAttention(nn.Module):
         qkv_bias: biases on the q/k/v projections (SMTC's official code has them; SPOT, DINOSAUR,
             AdaSlot and Slot Attention do not). They keep ``nn.Linear``'s initialisation.
 
-    ``forward`` also accepts (SMTC's semantic-aware masked slot attention, spec 1.4): explicit
+    ``forward`` also accepts (SMTC's semantic-aware masked slot attention, docs/methods/smtc.md): explicit
     initial slots, ``group_size`` (the softmax competes only within consecutive groups of that many
     slots instead of over all slots) and ``input_mask`` [B, N, K] (attention multiplied by a hard
     mask before the weighted mean, so a slot never reads masked inputs).

@@ -1,10 +1,10 @@
-"""Slot Attention autoencoder on pixels (Locatello et al. 2020; spec sa_slate_gnm.md 1.1-1.3).
+"""Slot Attention autoencoder on pixels (Locatello et al. 2020; docs/methods/slot_attention.md).
 
 CNN encoder with soft position embedding -> LayerNorm + MLP -> slot attention (the shared
 :class:`models.slot_attention.SlotAttention`) -> spatial-broadcast CNN decoder with alpha
 compositing -> mean MSE on images scaled to [-1, 1].
 
-Choices where the official TF code and the HHousen port differ (spec pitfall 2): the encoder
+Choices where the official TF code and the HHousen port differ (docs/methods/slot_attention.md): the encoder
 follows the official code (ReLU, LayerNorm before the MLP), and so does the initialisation
 (Keras defaults: glorot-uniform kernels, zero biases; ``--conv_init kaiming`` is He init, see
 :func:`models.decoders.init_weights`). ``implicit_grad`` is the first-order
@@ -172,7 +172,7 @@ class SlotAttentionAE(nn.Module):
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """Slot Attention model flags (names and defaults of the seed's params file, spec 1.4)."""
+    """Slot Attention model flags (names and defaults of the seed's params file)."""
     from models.slot_attention import INIT_METHODS
     from utils.run import str2bool
 

@@ -1,4 +1,4 @@
-"""SlotCon (NeurIPS 2022) and SlotFA: slot-contrastive pretraining of a ResNet (spec 2.1, 2.2, 2.7).
+"""SlotCon (NeurIPS 2022) and SlotFA: slot-contrastive pretraining of a ResNet (docs/methods/slotfa.md).
 
 A student (``encoder_q``, ``projector_q``, ``grouping_q``, ``predictor_slot``) and a momentum
 teacher (``encoder_k``, ``projector_k``, ``grouping_k``) see two overlapping crops. Each

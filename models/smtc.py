@@ -1,6 +1,6 @@
-"""SMTC: semantic-aware masked slot attention on video with temporal correspondence (spec 1.2-1.6).
+"""SMTC: semantic-aware masked slot attention on video with temporal correspondence (docs/methods/smtc.md).
 
-Written from the behavioural spec (the original code carries no licence). Pieces:
+Written from the official code's behaviour, not its code (which carries no licence); docs/methods/smtc.md. Pieces:
 
 - ViT keys of the last block (``FrozenViT.forward_with_keys``) plus a temporal-correspondence term:
   raw dot products between the previous frame's keys resized to a fixed anchor grid (cyclic in
@@ -100,7 +100,7 @@ def diversity_loss(semantic_logits: torch.Tensor) -> torch.Tensor:
 
 def validity(semantic_logits: torch.Tensor, semantic_slots: torch.Tensor, instance_slots: torch.Tensor,
              cfg: SMTCConfig) -> torch.Tensor:
-    """Valid instances [..., S, P] (float 0/1), spec 1.5: the semantic slot covers more than
+    """Valid instances [..., S, P] (float 0/1), docs/methods/smtc.md: the semantic slot covers more than
     ``valid_area`` of the tokens with probability > ``valid_prob`` and cos(semantic, instance) > ``valid_cos``.
 
     semantic_logits [..., S, N], semantic_slots [..., S, D], instance_slots [..., S, P, D].
@@ -360,7 +360,7 @@ class SMTCNet(nn.Module):
 
 
 def instance_masks(out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eval outputs (spec 1.4): instance masks [B, T, S, P, N] = softmax_slots(semantic) x
+    """Eval outputs (docs/methods/smtc.md): instance masks [B, T, S, P, N] = softmax_slots(semantic) x
     softmax_instances(instance), and cos(semantic slot, its instances) [B, T, S, P]."""
     sem = out["semantic_logits"].softmax(2)
     inst = out["instance_logits"].softmax(3)
@@ -451,7 +451,7 @@ class SMTC(nn.Module):
 
 
 def parameter_groups(model: SMTC, weight_decay: float = 0.1) -> list[dict]:
-    """AdamW groups (spec 1.6): encoder weights, encoder biases/1-D, other weights, other
+    """AdamW groups (docs/methods/smtc.md): encoder weights, encoder biases/1-D, other weights, other
     biases/1-D; weight decay only on the two weight groups."""
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {(e, r): [] for e in (True, False) for r in (True, False)}
     for name, param in model.student.named_parameters():

@@ -2,7 +2,7 @@
 
 ``train_permutations=standard`` with ``dec_type=mlp`` is DINOSAUR (MLP decoder); with the
 autoregressive transformer decoder it is the SPOT paper's "DINOSAUR re-implementation";
-``train_permutations=random`` is SPOT stage 1 (spec/spot_dinosaur.md sections 1.5, 2).
+``train_permutations=random`` is SPOT stage 1 (docs/methods/spot.md, docs/methods/dinosaur.md).
 """
 from __future__ import annotations
 
@@ -241,7 +241,7 @@ class SPOT(nn.Module):
 
 
 def add_model_args(parser: argparse.ArgumentParser, init_method: str = "shared_gaussian", truncate: str = "none") -> None:
-    """SPOT/DINOSAUR model flags, with SPOT's names and defaults (spec 1.1)."""
+    """SPOT/DINOSAUR model flags, with SPOT's names and defaults (docs/methods/spot.md)."""
     from models.slot_attention import INIT_METHODS, INIT_SCHEMES, TRUNCATIONS
     from utils.run import str2bool
 

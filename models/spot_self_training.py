@@ -1,4 +1,4 @@
-"""SPOT stage 2: self-training with attention distillation (spec/spot_dinosaur.md sections 2.1, 2.6).
+"""SPOT stage 2: self-training with attention distillation (docs/methods/spot.md#stage-2-train_spot_2py).
 
 A frozen stage-1 *teacher* decodes every training batch under one random patch ordering; its
 hard decoder masks are the targets of a cross-entropy on the *student's* last-iteration
@@ -32,7 +32,7 @@ from utils.errors import UserError
 from utils.logging import get_logger
 
 # Cost of assigning an empty teacher slot: larger than any 1 - IoU, so empty teacher slots only
-# take the student slots that no non-empty teacher slot wants (spec 2.6).
+# take the student slots that no non-empty teacher slot wants (docs/methods/spot.md#stage-2-train_spot_2py).
 EMPTY_TEACHER_COST = 1e3
 
 

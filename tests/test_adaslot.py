@@ -72,7 +72,7 @@ def test_mask_normalized_sums_to_one_over_kept_slots_and_all_dropped_is_zero() -
     torch.testing.assert_close(out[:2].sum(dim=1), torch.ones(2, 7), atol=1e-5 / kept_mass[:2].min().item(), rtol=0)
     assert (out[keep == 0] == 0).all()
     assert torch.equal(out[2], torch.zeros(5, 7)) and torch.isfinite(out).all()
-    # Masked softmax up to the 1e-5 in the denominator (spec 1.4).
+    # Masked softmax up to the 1e-5 in the denominator (docs/methods/adaslot.md).
     masked = alpha[0][keep[0] == 1] / alpha[0][keep[0] == 1].sum(0)
     torch.testing.assert_close(out[0][keep[0] == 1], masked, atol=1e-3, rtol=0)
 

@@ -28,7 +28,7 @@ with slot cosine still 0.98-0.99 and the same per-slot ablation; 1,000 stage-2 s
 3.95 slots (Gumbel rule, r = 0.06; threshold rule 6.10, r = -0.04). DINOSAUR escapes the saddle after thousands of steps on DINO
 features; that is beyond a CPU test. The correlation check therefore ends as an expected failure
 (xfail, with r and the collapse figures in the message) unless stage 1 segments; the smoke check
-of spec pitfall 17 (1 <= mean kept < K_max) must always hold.
+of a working selector (1 <= mean kept < K_max) must always hold.
 """
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_kept_slots_follow_object_count(tmp_path: Path) -> None:
         print(f"{rule}: pearson(kept, objects)={r['kept_objects_pearson']} kept={r['num_slots_kept']:.2f} "
               f"by objects={r['kept_slots_by_objects']} fg_ari={r['fg_ari']:.1f} mbo_i={r['mbo_i']:.1f}")
     sampled = results["gumbel"]
-    # Spec pitfall 17: the kept-slot count neither collapses to nothing nor stays at K_max.
+    # A working selector: the kept-slot count neither collapses to nothing nor stays at K_max.
     assert 1 <= sampled["num_slots_kept"] < K_MAX
     r = sampled["kept_objects_pearson"]
     if r is None or not r > 0.2:  # 256 images: r > 0.2 is far beyond chance (p < 0.001); NaN fails too

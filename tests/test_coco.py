@@ -23,7 +23,7 @@ def coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def reference_maps(protocol: str, size: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Spec 4.1 the slow way: decode each annotation, paint first-writer-wins at full size,
+    """The original pipeline the slow way: decode each annotation, paint first-writer-wins at full size,
     then PIL NEAREST short-side resize and a torchvision-style centre crop."""
     images, annotations = coco_val_records()
     ranks = {1: 1, 18: 2, 44: 3}

@@ -1,4 +1,4 @@
-"""Tests for models.decoders (spec sections 2.3, 2.9)."""
+"""Tests for models.decoders (docs/methods/dinosaur.md)."""
 from __future__ import annotations
 
 import pytest
@@ -52,7 +52,7 @@ def test_mlp_param_counts():
     with torch.device("meta"):
         assert n_params(MLPDecoder(256, 768, 196)) == 10_544_897
         with_proj = MLPDecoder(256, 768, 196, use_slot_proj=True)
-    # spec 2.9: "MLP decoder with slot_proj: pos 150,528 + MLP 11,543,297 = 11,693,825"; the
+    # Parameter count of the official code: "MLP decoder with slot_proj: pos 150,528 + MLP 11,543,297 = 11,693,825"; the
     # slot_proj (198,144) is counted separately there, as in SPOT it is a shared module.
     assert n_params(with_proj.slot_proj) == 198_144
     assert with_proj.pos_embed.numel() == 150_528 and n_params(with_proj.mlp) == 11_543_297

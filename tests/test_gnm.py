@@ -152,7 +152,7 @@ def test_forward_contract_gradients_and_masks() -> None:
     out["loss"].backward()
     assert all(p.grad is not None for p in model.parameters())
     assert {"mse", "elbo", "kl_global", "aux_kl_bg"} <= set(out["losses"])
-    # Spec 3.7: background 1 - sum(cells), argmax over background + cells.
+    # The official evaluator: background 1 - sum(cells), argmax over background + cells.
     a_hat = torch.rand(3, 4, 1, 5, 5) * 0.6
     reference = torch.cat([1 - a_hat.squeeze(2).sum(1, keepdim=True), a_hat.squeeze(2)], 1).argmax(1)
     assert torch.equal(masks_with_background(a_hat).argmax(1), reference)

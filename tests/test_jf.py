@@ -1,4 +1,4 @@
-"""DAVIS J&F against golden values computed with the official davis2017-evaluation (spec 5)."""
+"""DAVIS J&F against golden values computed with the official davis2017-evaluation (docs/metrics.md#jf-davis)."""
 from __future__ import annotations
 
 import csv

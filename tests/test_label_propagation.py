@@ -1,4 +1,4 @@
-"""Label propagation (spec 1.9): context bank, radius mask, top-k propagation on shifted features."""
+"""Label propagation (docs/methods/smtc.md): context bank, radius mask, top-k propagation on shifted features."""
 from __future__ import annotations
 
 import torch

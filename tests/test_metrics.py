@@ -1,4 +1,4 @@
-"""Tests for metrics (spec section 5 and pitfall 15): hand-computed edge cases plus references."""
+"""Tests for metrics (docs/metrics.md): hand-computed edge cases plus references."""
 from __future__ import annotations
 
 import itertools

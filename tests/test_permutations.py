@@ -1,4 +1,4 @@
-"""Tests for models.permutations (spec section 2.4)."""
+"""Tests for models.permutations (docs/methods/spot.md)."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 from models.permutations import ORDERING_NAMES, inverse_ordering, patch_orderings
 
-# Full 4x4 sequences, g[r, c] = 4r + c, following the traversals in the spec table.
+# Full 4x4 sequences, g[r, c] = 4r + c, following the traversals of SPOT's code.
 EXPECTED_4x4 = {
     "left_top": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
     "top_left": [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15],
@@ -18,7 +18,7 @@ EXPECTED_4x4 = {
     "left_bottom": [12, 13, 14, 15, 8, 9, 10, 11, 4, 5, 6, 7, 0, 1, 2, 3],
     "spiral": [5, 9, 10, 6, 2, 1, 0, 4, 8, 12, 13, 14, 15, 11, 7, 3],
 }
-# The "4x4 sequence start" column of the spec table, verbatim.
+# The first entries of each 4x4 sequence in SPOT's code.
 SPEC_STARTS = [
     [0, 1, 2, 3, 4],
     [0, 4, 8, 12, 1],

@@ -41,6 +41,6 @@ def test_warmup_exponential_decay_is_the_official_formula():
         expected = 4e-4 * min(step / 10_000, 1) * 0.5 ** (step / 100_000)
         assert abs(schedule(step) - expected) < 1e-15, step
     assert schedule(0) == 0.0
-    # The decay also runs during the warm-up (spec pitfall 5).
+    # The decay also runs during the warm-up (as AdaSlot's schedule does).
     assert schedule(5_000) < 2e-4
     assert WarmupExponentialDecay(1.0, warmup_steps=0, decay_steps=10)(0) == 1.0

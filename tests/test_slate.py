@@ -121,7 +121,7 @@ def test_masks_are_normalised_over_slots_and_losses_are_sums() -> None:
         masks = out["masks"][name]
         assert masks.shape == (2, 3, 8, 8)
         torch.testing.assert_close(masks.sum(dim=1), torch.ones(2, 8, 8), atol=1e-5, rtol=0)
-    # Spec 2.4: per-image sums, batch mean.
+    # The official loss: per-image sums, batch mean.
     mse = ((images - out["reconstruction"]) ** 2).sum() / 2
     torch.testing.assert_close(out["losses"]["mse"], mse.detach())
     log_probs = out["logits"].log_softmax(-1).gather(-1, out["tokens"][..., None])

@@ -171,7 +171,7 @@ def test_conv_init_glorot_by_default_and_kaiming_keeps_the_signal():
 
 
 class _PlainSlotAttentionAE(torch.nn.Module):
-    """An independent, plain PyTorch Slot Attention autoencoder written from spec 1.1 alone (no
+    """An independent, plain PyTorch Slot Attention autoencoder written from the paper's description alone (no
     project modules), with its parameters declared in the project model's order so weights copy
     over one to one. Differential test (issue #9): same weights, same noise -> same outputs and
     gradients."""

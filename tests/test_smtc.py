@@ -1,4 +1,4 @@
-"""SMTC modules (spec 5): slot attention options, correlation, losses, EMA, schedules."""
+"""SMTC modules (docs/methods/smtc.md): slot attention options, correlation, losses, EMA, schedules."""
 from __future__ import annotations
 
 import numpy as np

@@ -304,7 +304,7 @@ def test_standard_teacher_needs_standard_teacher_orderings(tmp_path: Path) -> No
               "--teacher_checkpoint_path", str(latest(tmp_path / "t")), "--teacher_train_permutations", "standard"]
     with pytest.raises(UserError, match="pass --teacher_eval_permutations standard"):
         train_spot_2.main(common)
-    # SPOT without permutations (self-training only), spec 1.5.
+    # SPOT without permutations (self-training only), docs/methods/spot.md.
     train_spot_2.main([*common, "--teacher_eval_permutations", "standard", "--train_permutations", "standard"])
 
 
@@ -365,7 +365,7 @@ def teacher_then_student(tmp_path: Path, permutations: str) -> dict[str, dict]:
     """Stage 1 then stage 2 (default --ce_weight), both scored by eval_spot.py on the same 256 scenes.
 
     ``permutations``: ``random`` (SPOT: nine orderings, scored with all of them) or ``standard``
-    (raster order only: SPOT without permutations, self-training only; spec 1.5).
+    (raster order only: SPOT without permutations, self-training only; docs/methods/spot.md).
     """
     evaluate_with = "all" if permutations == "random" else "standard"
     orderings = ["--train_permutations", permutations]
@@ -407,7 +407,7 @@ def test_student_is_not_worse_than_its_teacher(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_self_trained_student_is_not_worse_than_its_teacher(tmp_path: Path) -> None:
-    """SPOT without permutations (raster order only, self-training only; spec 1.5), about 7 CPU minutes.
+    """SPOT without permutations (raster order only, self-training only; docs/methods/spot.md), about 7 CPU minutes.
 
     Measured (mBO / FG-ARI on 256 scenes, raster order, decoder masks first, slot-attention masks second):
     seed 0 (this test): teacher 28.7 / 27.6 and 34.3 / 36.6 (1024 steps, about 3 CPU min); student

@@ -36,7 +36,7 @@ def evaluate(
     keep_examples: int = 8,
     masks_optional: bool = False,
 ) -> dict[str, Any]:
-    """Score every mask source of ``model`` on ``loader`` (spec section 5.1 pipeline).
+    """Score every mask source of ``model`` on ``loader`` (docs/metrics.md#pipeline).
 
     Soft masks are upsampled bilinearly to the ground-truth size before the argmax. Metrics of
     the ``primary_masks`` source (the model's first mask source when it has no such source)

@@ -1,4 +1,4 @@
-"""Semi-supervised label propagation through dense features (CRW protocol, as SMTC uses it; spec 1.9).
+"""Semi-supervised label propagation through dense features (CRW protocol, as SMTC uses it; docs/methods/smtc.md).
 
 For target frame t the context is the first frame (long-term memory, never masked) plus the
 ``num_short`` immediately preceding frames, where indices before 0 are copies of the first frame
@@ -29,7 +29,7 @@ class PropagationSettings:
     num_short: int = 20
 
 
-# Spec 1.9: setting 1 (the script's default) and setting 2 (stride 8, features upsampled).
+# The published settings: setting 1 (the script's default) and setting 2 (stride 8, features upsampled).
 SETTINGS: dict[str, PropagationSettings] = {
     "stride16": PropagationSettings(stride=16, topk=7, radius=7, temperature=0.2),
     "stride8": PropagationSettings(stride=8, topk=28, radius=35, temperature=0.2),

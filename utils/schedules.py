@@ -58,7 +58,7 @@ class SlateSchedule:
     group has no warm-up. With ``patience > 0`` a plateau factor (SLATE's ``lr_decay_factor``)
     halves **both** groups whenever the monitored validation value has not improved for
     ``patience`` evaluations in a row; it multiplies the warm-up instead of being overwritten by
-    it (the flaw of a LambdaLR + ReduceLROnPlateau pair, spec pitfall 11). ``warmup=False``
+    it (the flaw of a LambdaLR + ReduceLROnPlateau pair). ``warmup=False``
     keeps both rates constant (no warm-up, no decay).
 
     Its state (best value, stagnation count, factor) goes into checkpoints via ``state_dict``.
@@ -157,9 +157,9 @@ class WarmupExponentialDecay:
     """Linear warm-up and exponential decay, per step: ``base_lr * min(step / W, 1) * gamma ** (d / H)``.
 
     ``decay_during_warmup=True`` (``d = step``, the decay runs from step 0): Slot Attention's official
-    recipe (spec sa_slate_gnm.md 1.1, pitfall 5; ``4e-4 * min(step / 1e4, 1) * 0.5 ** (step / 1e5)``)
+    recipe (docs/methods/slot_attention.md; ``4e-4 * min(step / 1e4, 1) * 0.5 ** (step / 1e5)``)
     and AdaSlot's ``exp_decay_with_warmup_fn``. ``False`` (``d = max(step - W, 0)``): DINOSAUR's
-    (OCLF ``exponential_decay_after_optional_warmup``). Both give 0 at step 0 (spec/adaslot.md 2.3).
+    (OCLF ``exponential_decay_after_optional_warmup``). Both give 0 at step 0 (docs/methods/adaslot.md#recipe).
     With ``gamma`` 0.5, ``decay_steps`` H is the half-life.
     """
 

@@ -137,7 +137,7 @@ def save_reconstruction_grid(
 
     images [B, 3, H, W] and reconstructions (name -> [B, 3, H, W]) in [0, 1]; attention
     [B, K, h, w] is upsampled (nearest) to the image and shown as ``x * a + (1 - a)``: the image
-    where the slot attends, white elsewhere (SLATE's picture, spec sa_slate_gnm.md 2.6).
+    where the slot attends, white elsewhere (SLATE's picture, docs/methods/slate.md#evaluation).
     Tiles are separated by a grey line; small images are enlarged (nearest). Columns are named
     in a top margin (input, each reconstruction's name, slot k).
     """
