@@ -186,6 +186,8 @@ def _config(state: dict[str, torch.Tensor], adaptive: bool, encoder_width: int, 
         "sparsity_weight": sparsity_weight,
         "keep_rule": "gumbel",
         "input_mlp_hidden": None if hidden == encoder_width else hidden,
+        # Both AdaSlot references keep PyTorch's default initialisation (docs/methods/adaslot.md).
+        "init_scheme": "torch_default",
     }
     assumed = {"num_slots": num_slots, "num_iterations": 3}
     if adaptive:

@@ -101,9 +101,9 @@ def convert_sa_hhousen(obj: Any) -> Imported:
     iterations = int(hp.get("num_iterations", 3))
     config = SlotAttentionAEConfig(
         image_size=image_size, num_slots=num_slots,
-        # That code runs num_iterations ordinary steps and one more from detached slots: in this
-        # project that is num_iterations + 1 steps with the first-order (fixed-point) gradient.
-        num_iterations=iterations + 1, implicit_grad=True,
+        # That code runs num_iterations ordinary steps and one more from detached slots: this
+        # project's implicit gradient does the same (implicit_extra_iteration), so the count is as stored.
+        num_iterations=iterations, implicit_grad=True, implicit_extra_iteration=True,
         slot_size=slot_size, mlp_hidden_size=keys.peek("slot_attention.mlp.0.weight").shape[0],
         encoder_channels=channels, decoder_channels=keys.peek("decoder.0.0.weight").shape[1],
         decoder_upsamples=upsamples, kernel_size=kernel,
@@ -135,8 +135,8 @@ def _map_slate(keys: KeyMap, sa_prefix: str, input_norm: str, input_mlp: str, bo
     """The SLATE modules (dVAE, dictionary, positions, slot attention, decoder) onto :class:`models.slate.SLATE`.
 
     SLATE embeds a one-hot with one extra BOS column and adds a position table one longer than
-    the tokens; this project keeps the codes' table and positions and a separate BOS vector, so
-    the BOS row and the first position are summed into it (the same decoder input).
+    the tokens; this project keeps the codes' table and positions apart from the BOS row and the
+    BOS position (``official_bos``: their sum goes through the same embedding dropout).
     """
     for part, count in (("encoder", 8), ("decoder", 12)):
         for i in range(count):
@@ -150,7 +150,8 @@ def _map_slate(keys: KeyMap, sa_prefix: str, input_norm: str, input_mlp: str, bo
     codes = torch.cat([table[:bos_index], table[bos_index + 1:]])
     keys.out["token_embedding.weight"] = codes.clone()
     keys.out["position_embedding"] = pe[:, 1:].clone()
-    keys.out["decoder.bos_tokens"] = (table[bos_index] + pe[0, 0]).view(1, -1).clone()
+    keys.out["bos_embedding"] = table[bos_index].view(1, -1).clone()
+    keys.out["bos_position"] = pe[0, 0].view(1, -1).clone()
     keys.put_prefix("input_mlp.0.", f"{input_norm}.", ("weight", "bias"))
     keys.put_prefix("input_mlp.1.", f"{input_mlp}.0.", ("weight", "bias"))
     keys.put_prefix("input_mlp.3.", f"{input_mlp}.2.", ("weight", "bias"))
@@ -219,6 +220,7 @@ def convert_slate_hhousen(obj: Any) -> Imported:
         num_heads=int(hp.get("num_heads", 8)), dropout=float(hp.get("dropout", 0.1)),
         tau_start=float(hp.get("tau_start", 1.0)), tau_final=float(hp.get("tau_final", 0.1)),
         tau_steps=int(hp.get("tau_steps", 30000)), hard=bool(hp.get("hard", False)),
+        eval_tokens="sample", official_bos=True,
     )
     _map_slate(keys, "slot_attn.", "slot_attn.input_layer_norm", "slot_attn.input_mlp", bos_index=0,
                num_blocks=config.num_dec_blocks)
@@ -255,7 +257,8 @@ def convert_slate_official(obj: Any, **overrides: Any) -> Imported:
     keys = KeyMap(obj["model"], "the SLATE checkpoint")
     settings = {**SLATE_OFFICIAL_DEFAULTS, **overrides}
     config = SLATEConfig(**_slate_sizes(keys), **settings,
-                         mlp_hidden_size=keys.peek("slot_attn.slot_attention.mlp.0.weight").shape[0])
+                         mlp_hidden_size=keys.peek("slot_attn.slot_attention.mlp.0.weight").shape[0],
+                         eval_tokens="sample", official_bos=True)
     if config.d_model % config.num_heads:
         raise UserError(f"d_model {config.d_model} is not divisible by {config.num_heads} heads; give the number "
                         "of heads the model was trained with")
@@ -349,6 +352,7 @@ def convert_gnm_hhousen(obj: Any) -> Imported:
         bg_upscales=list(conv["p_bg_decoder_upscales"]),
         bg_posterior_hidden=list(mlp_["q_bg_encoder_filters"][:-1]),
         bg_prior_hidden=list(mlp_["p_bg_generator_filters"][:-1]),
+        draw_map_norm=True, paste_premultiplied=True,  # the official StructDRAW and compositing
     )
     if list(mlp_["p_global_encoder_filters"]) != list(mlp_["q_global_encoder_filters"]) or \
             int(draw["rnn_encoder_hid_dim"]) != config.draw_hidden or int(draw["kernel_size"]) != 1 or \
@@ -377,7 +381,8 @@ def convert_gnm_hhousen(obj: Any) -> Imported:
         keys.put_prefix(f"{d}gates.", f"global_struct_draw.rnn_{part}.conv.", ("weight", "bias"))
     for src, dst in (("global_struct_draw.p_global_net.mlp.", "draw.p_net."),
                      ("global_struct_draw.q_global_net.mlp.", "draw.q_net."),
-                     # Its z -> map MLP also normalises its last layer; those keys keep their index here.
+                     # Its z -> map MLP ends with CELU + LayerNorm as this project's (draw_map_norm):
+                     # every layer keeps its index.
                      ("global_struct_draw.p_global_decoder_net.mlp.", "draw.z_to_map."),
                      ("p_bg_given_g_net.p_bg_generator.mlp.", "bg_prior."),
                      ("q_bg_given_x_net.p_bg_encoder.mlp.", "bg_posterior.")):

@@ -193,6 +193,7 @@ def convert(obj: Any, fmt: str) -> Imported:
         "dropout": 0.0,
         "use_second_encoder": stage2,
         "eval_permutations": "standard",
+        "init_scheme": "xavier",  # the official code's slot-attention initialisation (docs/methods/spot.md)
     }
     assumed.update(num_iterations=DEFAULT_NUM_ITERATIONS, truncate=config["truncate"])
     if embedding:

@@ -83,7 +83,9 @@ def convert_smtc(obj: Any, **overrides: int) -> Imported:
     if unknown:
         raise UserError(f"unknown SMTC settings {sorted(unknown)}; known: {', '.join(SMTC_DEFAULTS)}")
     settings = {**SMTC_DEFAULTS, **overrides}
-    config = SMTCConfig(num_slots=num_slots, anchor_grid=grid, **settings)
+    # The rest is SMTCConfig's defaults, which are the official code's (q/k/v biases, student
+    # drop-path 0.1, trainable stem, instance draw without gradient).
+    config = SMTCConfig(num_slots=num_slots, anchor_grid=grid, qkv_bias=True, **settings)
 
     student: dict[str, torch.Tensor] = {
         "correlation_proj.weight": keys.take("transport_proj.weight")[..., 0].clone(),  # Conv1d(k=1) == Linear
@@ -96,10 +98,8 @@ def convert_smtc(obj: Any, **overrides: int) -> Imported:
         for p in ("weight", "bias"):
             student[f"slot_attention.{b}.{p}"] = keys.take(f"slot_attention.{a}.{p}").clone()
     for a, b in (("project_q", "to_q"), ("project_k", "to_k"), ("project_v", "to_v")):
-        student[f"slot_attention.{b}.weight"] = keys.take(f"slot_attention.{a}.weight").clone()
-        if keys.has(f"slot_attention.{a}.bias"):
-            # SMTC's projections have biases; they keep nn.Linear's names in this project.
-            student[f"slot_attention.{b}.bias"] = keys.take(f"slot_attention.{a}.bias").clone()
+        for p in ("weight", "bias"):
+            student[f"slot_attention.{b}.{p}"] = keys.take(f"slot_attention.{a}.{p}").clone()
     for p in ("0.weight", "0.bias", "2.weight", "2.bias"):
         student[f"slot_attention.mlp.{p}"] = keys.take(f"slot_attention.mlp.{p}").clone()
         student[f"projector.{p}"] = keys.take(f"mlp_slot.{p}").clone()
@@ -125,13 +125,12 @@ def convert_smtc(obj: Any, **overrides: int) -> Imported:
             out[key] = encoder_state[rest[len("encoder.vit."):]].clone()
         elif branch in ("student", "teacher") and rest in student:
             out[key] = student[rest].clone()
-        elif branch in ("student", "teacher") and rest.endswith(".bias") and rest.replace(".bias", ".weight") in student:
-            raise UserError(f"the SMTC checkpoint has no {rest}; it is not a complete SMTC model")
         else:
             raise UserError(f"no value for {key} in the SMTC checkpoint; unsupported layout")
-    for key, value in student.items():  # keys the model does not have (e.g. q/k/v biases) stay visible
-        for branch in ("student", "teacher"):
-            out.setdefault(f"{branch}.{key}", value.clone())
+    unused = sorted(set(student) - {key.partition(".")[2] for key in out})
+    if unused:  # every mapped tensor must have its place in the model
+        raise UserError(f"the SMTC checkpoint's {', '.join(unused)} have no counterpart in this project's SMTC; "
+                        "unsupported layout")
     iteration = int(obj.get("iteration", 0) or 0)
     return Imported("smtc", "smtc", dict(vars(config)), out, encoder=encoder_record, encoder_state=encoder_state,
                     args={"num_frames": 4, "which_encoder": name, "step": iteration},
