@@ -75,7 +75,7 @@ class GNMConfig:
     curriculum_steps: int = 500
     # Explicit layer lists, as the original GNM configuration writes them; empty = derived from the
     # sizes above (the default architecture). Set when importing a released model
-    # (docs/released_models_pixel_video.md); every list's last entry is that network's output width.
+    # (docs/released_models.md); every list's last entry is that network's output width.
     encoder_filters: list[int] = field(default_factory=list)
     encoder_kernels: list[int] = field(default_factory=list)
     encoder_strides: list[int] = field(default_factory=list)

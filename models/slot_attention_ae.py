@@ -44,7 +44,7 @@ class SlotAttentionAEConfig:
     implicit_extra_iteration: bool = True  # implicit_grad: T ordinary + 1 detached iteration (seed), else T in all
     init_method: str = "shared_gaussian"
     conv_init: str = "glorot"
-    # Variants of released models (docs/released_models_pixel_video.md): the seed's object-discovery
+    # Variants of released models (docs/released_models.md): the seed's object-discovery
     # port uses LeakyReLU convolutions and no LayerNorm before the encoder MLP.
     activation: str = "relu"
     encoder_norm: bool = True

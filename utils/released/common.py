@@ -1,4 +1,4 @@
-"""Helpers shared by the converters of released checkpoints (see docs/released_models_pixel_video.md)."""
+"""Helpers shared by the converters of released checkpoints (see docs/released_models.md)."""
 from __future__ import annotations
 
 import argparse

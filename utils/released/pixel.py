@@ -1,7 +1,7 @@
 """Released pixel models: Slot Attention, SLATE and GNM of the seed's object-discovery repository
 (Lightning ``.ckpt`` files) and the official SLATE layout (``.pt.tar``).
 
-What each converter maps, and how it was checked: docs/released_models_pixel_video.md.
+What each converter maps, and how it was checked: docs/released_models.md.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Released SMTC, SlotCon and SlotFA checkpoints (see docs/released_models_pixel_video.md).
+"""Released SMTC, SlotCon and SlotFA checkpoints (see docs/released_models.md).
 
 - SMTC (shvdiwnkozbw/SMTC ``train.py``): ``{iteration, model_state_dict, loss[, optimizer_state_dict]}``,
   the student's two-stage model with its fine-tuned ViT.
