@@ -175,7 +175,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         raise UserError(f"no run has metric {unknown[0]!r}; available: {', '.join(sorted(present))}")
     varying, rows = summarize(runs, metric_names)
     table = markdown(varying, rows, metric_names)
-    prefix = Path(args.out) if args.out else root / "summary"
+    prefix = write_tables(Path(args.out) if args.out else root / "summary", table, rows)
+    print(f"{len(runs)} runs in {len(rows)} configurations; wrote {prefix.with_suffix('.md')} and {prefix.with_suffix('.csv')}")
+    return rows
+
+
+def write_tables(prefix: Path, table: str, rows: list[dict[str, Any]]) -> Path:
+    """Print the Markdown ``table`` and write it to ``prefix.md``, the ``rows`` to ``prefix.csv``."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
     prefix.with_suffix(".md").write_text(table)
     with open(prefix.with_suffix(".csv"), "w", newline="") as f:
@@ -183,8 +189,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         writer.writeheader()
         writer.writerows(rows)
     print(table, end="")
-    print(f"{len(runs)} runs in {len(rows)} configurations; wrote {prefix.with_suffix('.md')} and {prefix.with_suffix('.csv')}")
-    return rows
+    return prefix
 
 
 def _released(root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -195,14 +200,7 @@ def _released(root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     present = {k for record in records for k in record}
     metric_names = args.metrics or [m for m in DEFAULT_METRICS if m in present]
     table, rows = released_markdown(records, metric_names)
-    prefix = Path(args.out) if args.out else root / "released"
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    prefix.with_suffix(".md").write_text(table)
-    with open(prefix.with_suffix(".csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(table, end="")
+    prefix = write_tables(Path(args.out) if args.out else root / "released", table, rows)
     print(f"{len(rows)} evaluations of released models; wrote {prefix.with_suffix('.md')} and {prefix.with_suffix('.csv')}")
     return rows
 

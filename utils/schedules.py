@@ -11,6 +11,16 @@ def spot_warmup_steps(lr_warmup_steps: int, num_samples: int, batch_size: int, s
     return warmup_epochs * steps_per_epoch
 
 
+
+def _fit_warmup(warmup_steps: int, total_steps: int) -> int:
+    """``warmup_steps``, or a tenth of training (with a warning) when it is not shorter than training."""
+    if warmup_steps < total_steps:
+        return warmup_steps
+    clamped = total_steps // 10
+    warnings.warn(f"warm-up of {warmup_steps} steps is not shorter than training ({total_steps} steps); "
+                  f"using {clamped} (lower --lr_warmup_steps to silence this)", stacklevel=3)
+    return clamped
+
 class WarmupCosine:
     """Linear warm-up from 0 to ``base_lr`` (endpoint included), then cosine to ``min_lr``.
 
@@ -19,14 +29,7 @@ class WarmupCosine:
     """
 
     def __init__(self, base_lr: float, min_lr: float, total_steps: int, warmup_steps: int) -> None:
-        if warmup_steps >= total_steps:
-            clamped = total_steps // 10
-            warnings.warn(
-                f"warm-up of {warmup_steps} steps is not shorter than training ({total_steps} steps); "
-                f"using {clamped} (lower --lr_warmup_steps to silence this)",
-                stacklevel=2,
-            )
-            warmup_steps = clamped
+        warmup_steps = _fit_warmup(warmup_steps, total_steps)
         self.base_lr, self.min_lr = base_lr, min_lr
         self.total_steps, self.warmup_steps = total_steps, warmup_steps
 
@@ -186,14 +189,7 @@ class GroupWarmupCosine:
     """
 
     def __init__(self, peak_lrs: list[float], min_lr: float, total_steps: int, warmup_steps: int) -> None:
-        if warmup_steps >= total_steps:
-            clamped = total_steps // 10
-            warnings.warn(
-                f"warm-up of {warmup_steps} steps is not shorter than training ({total_steps} steps); "
-                f"using {clamped} (lower --lr_warmup_steps to silence this)",
-                stacklevel=2,
-            )
-            warmup_steps = clamped
+        warmup_steps = _fit_warmup(warmup_steps, total_steps)
         self.peak_lrs, self.min_lr = [float(lr) for lr in peak_lrs], float(min_lr)
         self.total_steps, self.warmup_steps = int(total_steps), int(warmup_steps)
 
