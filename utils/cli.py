@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from utils import distributed
 from utils.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from utils.errors import UserError
-from utils.run import ARGS_FILE, explicit_flags, load_args, make_run_dir, save_args, seed_everything, str2bool
+from utils.run import (ARGS_FILE, acquire_run_lock, explicit_flags, load_args, make_run_dir, release_run_locks, save_args,
+                       seed_everything, str2bool)
 
 if TYPE_CHECKING:
     from utils.train import TrainConfig
@@ -206,6 +207,7 @@ def _run_folder(path: str) -> Path:
 
 def _new_run(args: argparse.Namespace) -> Path:
     run_dir = make_run_dir(args.log_path, args.run_name)
+    acquire_run_lock(run_dir)  # before the first file: the folder has one writer from the start
     save_args(run_dir, args)
     return run_dir
 
@@ -242,6 +244,7 @@ def parse_train_args(
     rank 0 alone creates or chooses the folder and the other ranks receive its name.
     On resume, ``args.yaml`` is updated by ``Trainer.fit`` (from ``checkpoint_meta["args"]``).
     """
+    release_run_locks()  # a run started earlier in this process (tests, notebooks) is over
     one_line_errors(parser)
     args = parser.parse_args(argv)
     check_ranges(args)
@@ -270,6 +273,8 @@ def parse_train_args(
         ckpt_file = ckpt_file / CHECKPOINT_NAME
     run_dir = ckpt_file.parent
     recorded = load_args(run_dir)
+    # One writer per run folder (rank 0 holds the lock): a second process resuming it stops here.
+    distributed.run_on_main(lambda: acquire_run_lock(run_dir))
     # Stopped before its first checkpoint: start again in the same folder.
     checkpoint = load_checkpoint(ckpt_file) if ckpt_file.exists() or not Path(resume_from).is_dir() else None
     known = {action.dest for action in parser._actions}  # noqa: SLF001 - argparse has no public accessor
