@@ -101,7 +101,7 @@ def _read_holder(fd: int) -> dict[str, Any]:
 
 
 def acquire_run_lock(run_dir: str | os.PathLike) -> None:
-    """Make this process the one writer of ``run_dir`` (``writer.lock``, held until exit).
+    """Make this process the one writer of ``run_dir`` (``writer.lock``, held until training ends or exit).
 
     The lock file names host, PID and start time, and the process keeps an ``flock`` on it, which
     the kernel drops when the process dies however it ends. A second writer is refused with one

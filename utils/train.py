@@ -41,7 +41,7 @@ from utils.checkpoint import CHECKPOINT_NAME, load_model_state, model_state, rem
 from utils.errors import UserError
 from utils.evaluation import evaluate, move_to
 from utils.logging import METRICS_JSON, RunLogger, get_logger, truncate_metrics_jsonl, write_json
-from utils.run import save_args
+from utils.run import release_run_locks, save_args
 from utils.visualize import save_mask_grid, save_prediction_grid, save_reconstruction_grid
 
 log = get_logger()
@@ -484,6 +484,7 @@ class Trainer:
                 self.logger.close()
         if main and self.step == self.total_steps and self.last_metrics:
             write_json(self.run_dir / METRICS_JSON, self.last_metrics)
+        release_run_locks(self.run_dir)  # training is over: the folder is free for the next writer
         if self.skipped_steps:
             log.warning(f"{self.skipped_steps} steps were skipped for a non-finite loss or gradient (--skip_nonfinite)")
         if stopped:
