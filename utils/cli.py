@@ -205,6 +205,37 @@ def _run_folder(path: str) -> Path:
     return resolved if resolved.is_dir() else resolved.parent
 
 
+def check_record_matches_checkpoint(run_dir: Path, recorded: dict[str, Any], stored: dict[str, Any] | None,
+                                    runtime: tuple[str, ...]) -> None:
+    """Refuse a resume whose ``args.yaml`` differs from the flags stored in its checkpoint.
+
+    The checkpoint's record is the authority (it is what the weights were trained with); a
+    hand-edited ``args.yaml`` would otherwise change the model or recipe silently. Flags that may
+    change on resume (``runtime``, and which run to resume) are exempt. Checkpoints without a
+    record of their flags are not checked.
+    """
+    if not isinstance(stored, dict):
+        return
+    exempt = {*runtime, *RESUME_FLAGS}
+    missing = object()
+    differences = [
+        f"{name}: {_shown(recorded.get(name, missing))} in {ARGS_FILE} vs {_shown(stored.get(name, missing))} "
+        "in the checkpoint"
+        for name in sorted(set(recorded) | set(stored))
+        if name not in exempt and recorded.get(name, missing) != stored.get(name, missing)
+    ]
+    if differences:
+        raise UserError(
+            f"{run_dir / ARGS_FILE} differs from the flags stored in its checkpoint ({'; '.join(differences)}); "
+            f"the checkpoint is the record of how the run was trained: undo the edit (to change a setting, start "
+            f"a new run; only {', '.join('--' + f for f in runtime)} may change on resume, typed as flags)"
+        )
+
+
+def _shown(value: Any) -> str:
+    return "(absent)" if not isinstance(value, (str, int, float, bool, list, dict, type(None))) else repr(value)
+
+
 def _new_run(args: argparse.Namespace) -> Path:
     run_dir = make_run_dir(args.log_path, args.run_name)
     acquire_run_lock(run_dir)  # before the first file: the folder has one writer from the start
@@ -285,6 +316,8 @@ def parse_train_args(
             f"are unknown here); resume it with the script that trained it"
         )
     runtime = (*RUNTIME_FLAGS, *extra_runtime_flags)
+    if checkpoint is not None:
+        check_record_matches_checkpoint(run_dir, recorded, checkpoint.get("args"), runtime)
     for name in sorted(typed - set(runtime) - set(RESUME_FLAGS)):
         if recorded.get(name) != getattr(args, name):
             raise UserError(
