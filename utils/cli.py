@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 # Flags that may change when a run is resumed; everything else comes from the run's args.yaml.
 RUNTIME_FLAGS = ("epochs", "max_steps", "num_workers", "device", "eval_batch_size", "checkpoint_every",
-                 "timeout", "skip_nonfinite", "amp", "compile")
+                 "timeout", "skip_nonfinite", "max_skipped_steps", "max_skipped_fraction", "amp", "compile")
 # Flags that say which run to continue rather than how to train.
 RESUME_FLAGS = ("resume", "checkpoint_path", "auto_resume")
 # Smallest sensible value of common integer flags (checked when a script has the flag), so that a
@@ -26,8 +26,10 @@ RESUME_FLAGS = ("resume", "checkpoint_path", "auto_resume")
 MIN_VALUES = {
     "batch_size": 1, "eval_batch_size": 1, "epochs": 1, "eval_every": 1, "num_workers": 0, "checkpoint_every": 0,
     "max_steps": 1, "train_samples": 1, "val_samples": 1, "image_size": 1, "num_slots": 1, "slot_size": 1,
-    "num_iterations": 1, "mlp_hidden_size": 1, "lr_warmup_steps": 0,
+    "num_iterations": 1, "mlp_hidden_size": 1, "lr_warmup_steps": 0, "seed": 0, "data_seed": 0,
 }
+# Seeds feed NumPy, whose seeds are 32-bit unsigned integers.
+MAX_SEED = 2**32 - 1
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -159,12 +161,29 @@ def add_speed_args(group: argparse._ActionsContainer) -> None:
 
 
 def add_stop_args(group: argparse._ActionsContainer) -> None:
-    """--timeout and --skip_nonfinite, which the shared loop reads from every training script's flags."""
+    """--timeout, --skip_nonfinite and its bounds, which the shared loop reads from every training script's flags."""
+    from utils.train import SKIP_FRACTION_MIN_STEPS
+
     group.add_argument("--timeout", default=None,
                        help="stop cleanly with a checkpoint after this long (seconds, H:MM:SS, 90m, 2h): "
                             "set it below the job's time limit")
     group.add_argument("--skip_nonfinite", action="store_true",
                        help="skip steps whose loss or gradient is NaN/inf (counted in the logs) instead of stopping")
+    group.add_argument("--max_skipped_steps", type=int, default=10,
+                       help="with --skip_nonfinite: stop with an error after this many skipped steps in a row "
+                            "(the model has diverged); 0: no bound")
+    group.add_argument("--max_skipped_fraction", type=float, default=0.05,
+                       help="with --skip_nonfinite: stop with an error when more than this fraction of the steps "
+                            f"so far were skipped (checked from step {SKIP_FRACTION_MIN_STEPS} on); 1: no bound")
+
+
+def check_skip_bounds(args: argparse.Namespace) -> None:
+    """Refuse --max_skipped_steps / --max_skipped_fraction values that mean nothing."""
+    steps, fraction = getattr(args, "max_skipped_steps", 0), getattr(args, "max_skipped_fraction", 1.0)
+    if steps is not None and steps < 0:
+        raise UserError(f"--max_skipped_steps {steps} must be >= 0 (0: no bound)")
+    if fraction is not None and not 0 <= fraction <= 1:
+        raise UserError(f"--max_skipped_fraction {fraction} must be between 0 and 1 (1: no bound)")
 
 
 def one_line_errors(parser: argparse.ArgumentParser) -> None:
@@ -177,14 +196,23 @@ def one_line_errors(parser: argparse.ArgumentParser) -> None:
 
 
 def check_ranges(args: argparse.Namespace) -> None:
-    """Refuse out-of-range values of the common flags (see ``MIN_VALUES``) and a non-positive LR."""
+    """Refuse out-of-range values of the common flags (see ``MIN_VALUES``), a non-positive or infinite LR,
+    NaN anywhere, seeds outside NumPy's range and meaningless skip bounds."""
     for name, low in MIN_VALUES.items():
         value = getattr(args, name, None)
         if isinstance(value, int) and value < low:
             raise UserError(f"--{name} {value} must be at least {low}")
     lr = getattr(args, "lr_main", None)
-    if isinstance(lr, float) and not lr > 0:
-        raise UserError(f"--lr_main {lr} must be positive")
+    if isinstance(lr, float) and not (lr > 0 and math.isfinite(lr)):
+        raise UserError(f"--lr_main {lr} must be a positive finite number")
+    for name, value in sorted(vars(args).items()):
+        if isinstance(value, float) and math.isnan(value):
+            raise UserError(f"--{name} nan is not a number; pass a value")
+        if isinstance(value, float) and (name.startswith("lr") or name.endswith("_lr")) and not math.isfinite(value):
+            raise UserError(f"--{name} {value} must be a finite learning rate")
+        if name in ("seed", "data_seed") and isinstance(value, int) and value > MAX_SEED:
+            raise UserError(f"--{name} {value} must be at most {MAX_SEED} (2**32 - 1)")
+    check_skip_bounds(args)
 
 
 def newest_run(log_path: str, run_name: str | None) -> str | None:

@@ -246,7 +246,9 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> s
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    """Seed Python, NumPy and torch (CPU and CUDA); a seed outside NumPy's range is a :class:`UserError`."""
+    if not 0 <= seed <= 2**32 - 1:
+        raise UserError(f"--seed {seed} must be between 0 and {2**32 - 1}")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
