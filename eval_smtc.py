@@ -31,7 +31,8 @@ log = get_logger()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--task", required=True, choices=("propagation", "discovery"))
     parser.add_argument("--davis_path", required=True, help="DAVIS folder (JPEGImages/480p, Annotations/480p, ImageSets/2017)")
     parser.add_argument("--split", default="val")

@@ -36,7 +36,8 @@ log = get_logger()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--checkpoint", required=True, help=f"run folder or checkpoint file (methods: {', '.join(METHODS)})")
     parser.add_argument("--input", required=True, help="an image file or a folder of images / video frames")
     parser.add_argument("--output", required=True, help="folder for the results (created)")

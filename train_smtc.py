@@ -28,7 +28,8 @@ DATASET_NAMES = {"ytvos": "ytvos", "shapes": "shapes_video", "shapes_video": "sh
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     add_data_args(parser)
     add_encoder_args(parser)
     add_train_args(parser, lr=4e-5, lr_min=4e-6)

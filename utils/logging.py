@@ -33,10 +33,21 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:
-    """Write one JSON document (NaN becomes null so every JSON reader accepts it)."""
-    with open(path, "w") as f:
-        json.dump({k: _jsonable(v) for k, v in record.items()}, f, indent=2)
-        f.write("\n")
+    """Write one JSON document (NaN becomes null so every JSON reader accepts it).
+
+    Atomically (temporary file + rename): an interrupted write leaves the previous file or none,
+    never half a document.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump({k: _jsonable(v) for k, v in record.items()}, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class RunLogger:
