@@ -101,7 +101,8 @@ def test_a_nan_before_any_checkpoint_does_not_claim_one(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(SPOT, "forward", nan_loss)
     line = one_error_line(capsys, lambda: train_spot.main([*TINY, "--log_path", str(tmp_path)]))
-    assert "the loss became nan at step 0; no checkpoint was written yet" in line and "untouched" not in line
+    assert "the loss became nan at step 0; no checkpoint was written yet (nothing to resume from)" in line
+    assert "untouched" not in line
 
 
 # --- numbers the checks refuse -------------------------------------------------------------------
@@ -178,3 +179,18 @@ def test_a_file_size_limit_gives_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert f"the file size limit of this process ({limit} bytes, ulimit -f) is too small" in lines[0]
     assert (run / CHECKPOINT_NAME).read_bytes() == before and not list(run.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_corrupt_image_met_by_the_first_batch_leaves_no_run_folder(tmp_path: Path, capsys, workers: str) -> None:
+    from tests.fixtures_pixel import write_clevrtex_folder
+
+    root = write_clevrtex_folder(tmp_path / "clevrtex", num_samples=12)
+    for image in root.rglob("*.png"):
+        if not image.name.endswith("_flat.png"):  # every scene image cut short, as by a broken download
+            image.write_bytes(image.read_bytes()[:100])
+    argv = [*TINY, "--dataset", "clevrtex", "--data_path", str(tmp_path / "clevrtex"), "--train_samples", "8",
+            "--val_samples", "4", "--num_workers", workers, "--log_path", str(tmp_path / "logs")]
+    line = one_error_line(capsys, lambda: train_spot.main(argv))
+    assert line.startswith("error: cannot read ") and "(image file is truncated); re-extract the ClevrTex archives" in line
+    assert not list((tmp_path / "logs").iterdir())  # the run folder made for it is gone again

@@ -30,7 +30,7 @@ def run_cli(main: Callable[[], object]) -> None:
     except UserError as err:
         _leave()
         if _is_main():
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {one_line(err)}", file=sys.stderr)
         _cleanup()
         sys.exit(2)
     except KeyboardInterrupt:
@@ -45,6 +45,17 @@ def run_cli(main: Callable[[], object]) -> None:
     if run is not None:
         run.release_run_locks()
     _cleanup()
+
+
+def one_line(err: UserError) -> str:
+    """The error's own line, also when a DataLoader worker raised it (the loader re-raises a UserError
+    whose text is the worker's whole traceback; its last line is the original message)."""
+    text = str(err).strip()
+    if "\n" in text and "Traceback" in text:
+        last = text.splitlines()[-1]
+        prefix = f"{UserError.__module__}.{UserError.__name__}: "
+        return last[len(prefix):] if last.startswith(prefix) else last
+    return text
 
 
 def _leave() -> None:

@@ -22,6 +22,7 @@ from utils import distributed
 from utils.errors import UserError
 
 ARGS_FILE = "args.yaml"
+TENSORBOARD_PREFIX = "events.out.tfevents."
 # Run folders created by this process; a UserError before training leaves none behind
 # (see :func:`remove_unused_run_dirs`, called by ``utils.errors.run_cli``).
 CREATED_RUN_DIRS: list[Path] = []
@@ -40,14 +41,25 @@ def make_run_dir(log_path: str | os.PathLike, name: str | None = None) -> Path:
 
 
 def remove_unused_run_dirs() -> None:
-    """Delete run folders made by this process that hold nothing but ``args.yaml`` (and its lock)."""
+    """Delete run folders made by this process that no training step has used yet.
+
+    Such a folder holds ``args.yaml``, its lock and perhaps an empty TensorBoard file (a data
+    error met by the first batch, e.g. a corrupt image); a folder with anything else is kept.
+    """
     while CREATED_RUN_DIRS:
         run_dir = CREATED_RUN_DIRS.pop()
         release_run_locks(run_dir)
-        if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {ARGS_FILE, LOCK_FILE}:
+        if run_dir.is_dir() and all(p.name in (ARGS_FILE, LOCK_FILE) or p.name.startswith(TENSORBOARD_PREFIX)
+                                    for p in run_dir.iterdir()):
             for path in run_dir.iterdir():
                 path.unlink()
             run_dir.rmdir()
+
+
+def keep_run_dir(run_dir: Path) -> None:
+    """Training has used ``run_dir`` (a step was taken): it is never removed as unused."""
+    resolved = Path(run_dir).resolve()
+    CREATED_RUN_DIRS[:] = [p for p in CREATED_RUN_DIRS if p.resolve() != resolved]
 
 
 # --- one writer per run folder ---------------------------------------------------------------

@@ -41,7 +41,7 @@ from utils.checkpoint import CHECKPOINT_NAME, load_model_state, model_state, rem
 from utils.errors import UserError
 from utils.evaluation import evaluate, move_to
 from utils.logging import METRICS_JSON, RunLogger, get_logger, truncate_metrics_jsonl, write_json
-from utils.run import release_run_locks, save_args
+from utils.run import keep_run_dir, release_run_locks, save_args
 from utils.visualize import save_mask_grid, save_prediction_grid, save_reconstruction_grid
 
 log = get_logger()
@@ -370,7 +370,7 @@ class Trainer:
         path = self.run_dir / CHECKPOINT_NAME
         if self.saved_step is not None and path.is_file():
             return f"the last checkpoint ({path}, step {self.saved_step}) is untouched"
-        return f"no checkpoint was written yet, so {self.run_dir} holds nothing to resume from"
+        return "no checkpoint was written yet (nothing to resume from)"
 
     def check_skip_bounds(self) -> None:
         """Stop a run whose --skip_nonfinite skipping exceeds its bounds: the model has diverged."""
@@ -478,6 +478,7 @@ class Trainer:
         stop_at = min(self.total_steps, cfg.max_steps) if cfg.max_steps else self.total_steps
         sampler = EpochSampler(len(self.train_set), cfg.seed, 0, 0, self.world_size, self.rank, self.global_batch)
         stopped: str | None = None
+        used = self.step > 0
         self.model.train()
         try:
             with distributed.StopRequest(cfg.timeout) as stop:
@@ -489,6 +490,9 @@ class Trainer:
                                disable=not main)
                     for batch_data in bar:
                         loss_terms = self.train_step(move_to(batch_data, self.device))
+                        if main and not used:  # from now on the run folder holds a run, whatever happens
+                            keep_run_dir(self.run_dir)
+                            used = True
                         bar.set_postfix(loss=f"{loss_terms['loss']:.4f}")
                         if self.step % cfg.log_every == 0:
                             loss_terms = distributed.mean_over_ranks(loss_terms)
