@@ -110,8 +110,8 @@ def test_a_nan_before_any_checkpoint_does_not_claim_one(tmp_path: Path, monkeypa
     (["--seed", "-1"], "--seed -1 must be at least 0"),
     (["--seed", str(2**32)], f"--seed {2**32} must be at most"),
     (["--data_seed", "-3"], "--data_seed -3 must be at least 0"),
-    (["--lr_main", "inf"], "--lr_main inf must be a positive finite number"),
-    (["--lr_main", "nan"], "--lr_main nan must be a positive finite number"),
+    (["--lr_main", "inf"], "--lr_main inf must be positive and finite"),
+    (["--lr_main", "nan"], "--lr_main nan must be positive and finite"),
     (["--lr_min", "inf"], "--lr_min inf must be a finite learning rate"),
     (["--clip", "nan"], "--clip nan is not a number"),
 ])

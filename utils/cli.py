@@ -204,7 +204,7 @@ def check_ranges(args: argparse.Namespace) -> None:
             raise UserError(f"--{name} {value} must be at least {low}")
     lr = getattr(args, "lr_main", None)
     if isinstance(lr, float) and not (lr > 0 and math.isfinite(lr)):
-        raise UserError(f"--lr_main {lr} must be a positive finite number")
+        raise UserError(f"--lr_main {lr} must be positive and finite")
     for name, value in sorted(vars(args).items()):
         if isinstance(value, float) and math.isnan(value):
             raise UserError(f"--{name} nan is not a number; pass a value")
