@@ -149,14 +149,12 @@ def acquire_run_lock(run_dir: str | os.PathLike) -> None:
             from utils.logging import get_logger  # local: keeps TensorBoard out of light importers
 
             get_logger().warning(f"notice: took over the lock of run folder {run_dir} from {_describe(holder)}, "
-                        "which no longer runs (it was killed or crashed)")
+                                 "which no longer runs (it was killed or crashed)")
         record = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
                   "started": datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv)[:500]}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
         _HELD_LOCKS[run_dir] = fd
-        if len(_HELD_LOCKS) == 1:
-            atexit.register(release_run_locks)
         return
     raise UserError(f"could not take the lock {path}: other processes keep replacing it; start one writer at a time")
 
@@ -198,8 +196,9 @@ def _refusal(path: Path, holder: dict[str, Any], remote: bool = False) -> str:
     return f"run folder {path.parent} is being written by {who}; one run folder takes one writer: {how}"
 
 
+@atexit.register
 def release_run_locks(run_dir: str | os.PathLike | None = None) -> None:
-    """Give up the lock of ``run_dir`` (every held lock when None): delete ``writer.lock``, unlock."""
+    """Give up the lock of ``run_dir`` (every held lock when None, as at exit): delete ``writer.lock``, unlock."""
     targets = list(_HELD_LOCKS) if run_dir is None else [Path(run_dir).resolve()]
     for folder in targets:
         fd = _HELD_LOCKS.pop(folder, None)
