@@ -14,7 +14,7 @@ import pytest
 
 import train_spot
 from utils.checkpoint import load_checkpoint
-from utils.errors import run_cli
+from utils.errors import UserError, run_cli
 from utils.run import LOCK_FILE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ def slow(self, batch):
     return forward(self, batch)
 SPOT.forward = slow
 import train_spot
-from utils.errors import run_cli
+from utils.errors import UserError, run_cli
 run_cli(lambda: train_spot.main(sys.argv[1:]))
 """
 
@@ -150,6 +150,13 @@ def test_a_read_only_run_folder_gives_one_line(finished_run: Path, capsys, tmp_p
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "is read-only" in err and "resume the copy" in err, err
         assert "Traceback" not in err
+        # Past the lock, TensorBoard's writer thread meets the same folder: still one line, no thread traceback.
+        from utils.logging import RunLogger
+
+        with pytest.raises(UserError, match="cannot write TensorBoard events into"):
+            RunLogger(run)
+        time.sleep(0.2)  # the writer thread has failed by now
+        assert "Traceback" not in capsys.readouterr().err
     finally:
         if os.geteuid() == 0:
             subprocess.run(["umount", str(tmp_path / "ro")], check=False)

@@ -5,6 +5,7 @@ import json
 import logging
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,16 @@ class RunLogger:
     """TensorBoard writer plus an append-only ``metrics.jsonl`` in the run folder."""
 
     def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
+        from utils.errors import UserError
+
         self.run_dir = run_dir
+        _quiet_tensorboard_thread()
         # On resume, purge_step hides events logged after the checkpoint by the interrupted run.
-        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+        try:
+            self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+        except OSError as err:
+            raise UserError(f"cannot write TensorBoard events into {run_dir} ({err.strerror}); "
+                            "a run needs a writable folder with free space") from err
 
     def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
         for key, value in values.items():
@@ -69,6 +77,23 @@ class RunLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _quiet_tensorboard_thread() -> None:
+    """TensorBoard writes events from a background thread, which prints its own traceback when the
+    folder is not writable; the main thread meets the same error right after and reports it as one
+    line (see ``RunLogger``), so the thread's copy is not printed."""
+    previous = threading.excepthook
+    if getattr(previous, "quiet_tensorboard", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if isinstance(args.exc_value, OSError) and type(args.thread).__module__.startswith("tensorboard"):
+            return
+        previous(args)
+
+    hook.quiet_tensorboard = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def truncate_metrics_jsonl(run_dir: Path, step: int) -> None:
