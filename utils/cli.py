@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from utils import distributed
 from utils.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from utils.errors import UserError
-from utils.run import (ARGS_FILE, acquire_run_lock, explicit_flags, load_args, make_run_dir, release_run_locks, save_args,
-                       seed_everything, str2bool)
+from utils.run import (ARGS_FILE, acquire_run_lock, explicit_flags, load_args, make_run_dir, release_run_locks,
+                       save_args, seed_everything, str2bool)
 
 if TYPE_CHECKING:
     from utils.train import TrainConfig
