@@ -81,7 +81,8 @@ def hold_lock(run: Path) -> subprocess.Popen:
 
 @pytest.fixture()
 def finished_run(tmp_path: Path) -> Path:
-    run_cli(lambda: train_spot.main([*TINY, "--log_path", str(tmp_path / "logs"), "--run_name", "x"]))  # releases its lock
+    # Through run_cli, as from the command line: the lock is released at the end.
+    run_cli(lambda: train_spot.main([*TINY, "--log_path", str(tmp_path / "logs"), "--run_name", "x"]))
     return next((tmp_path / "logs").iterdir())
 
 

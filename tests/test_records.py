@@ -192,5 +192,6 @@ def test_a_corrupt_image_met_by_the_first_batch_leaves_no_run_folder(tmp_path: P
     argv = [*TINY, "--dataset", "clevrtex", "--data_path", str(tmp_path / "clevrtex"), "--train_samples", "8",
             "--val_samples", "4", "--num_workers", workers, "--log_path", str(tmp_path / "logs")]
     line = one_error_line(capsys, lambda: train_spot.main(argv))
-    assert line.startswith("error: cannot read ") and "(image file is truncated); re-extract the ClevrTex archives" in line
+    assert line.startswith("error: cannot read ")
+    assert "(image file is truncated); re-extract the ClevrTex archives" in line
     assert not list((tmp_path / "logs").iterdir())  # the run folder made for it is gone again

@@ -82,7 +82,8 @@ def write_failure(path: Path, err: OSError) -> str:
     else:
         why = f"{err.strerror} on {device} mounted at {mount}"
         fix = "make the folder writable or use another one"
-    return f"cannot write the checkpoint into {folder}: {why}; {previous}. {fix.capitalize()}, then resume with --resume {folder}"
+    return (f"cannot write the checkpoint into {folder}: {why}; {previous}. {fix.capitalize()}, "
+            f"then resume with --resume {folder}")
 
 
 def _mount_of(folder: Path) -> tuple[Path, str]:
