@@ -11,6 +11,11 @@ Each (configuration, seed) trains with ``--log_path <out>/<configuration>/seed_<
 --auto_resume``. Running the same sweep again skips finished runs (``metrics.json`` present)
 and resumes interrupted ones from their last checkpoint, so the sweep itself can be
 resubmitted after preemption. The command may start with ``torchrun ...`` for multi-GPU runs.
+
+Stopping the sweep (SIGTERM, SIGINT/Ctrl-C, SIGHUP) stops its running training too: it gets the
+signal, checkpoints and exits, and is killed if it is still running ``--grace_period`` seconds
+later. After ``kill -9`` of the sweep its training runs on; a re-run meets that run folder's lock
+and does not start a second writer (docs/distributed.md).
 """
 from __future__ import annotations
 
