@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import train_spot
+from utils.errors import run_cli
 from utils.logging import write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +38,9 @@ run_cli(lambda: eval_spot.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_evaluation(tmp_path: Path) -> None:
+    """A real SIGINT in a separate eval_spot.py process (about 5 s)."""
     train_spot.main([*TINY, "--log_path", str(tmp_path / "logs")])
     run = next((tmp_path / "logs").iterdir())
     out = tmp_path / "eval"
@@ -48,6 +51,15 @@ def test_ctrl_c_during_evaluation(tmp_path: Path) -> None:
     assert result.returncode == 130, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == "interrupted" and "Traceback" not in result.stderr
     assert not out.exists() or not list(out.iterdir())  # nothing written, not even half
+
+
+def test_run_cli_turns_ctrl_c_into_one_line(capsys) -> None:
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as stop:
+        run_cli(interrupted)
+    assert stop.value.code == 130 and capsys.readouterr().err == "interrupted\n"
 
 
 def test_write_json_replaces_the_file_atomically(tmp_path: Path, monkeypatch) -> None:
