@@ -119,23 +119,26 @@ def viz(args: argparse.Namespace) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(allow_abbrev=False, add_help=False)
     common.add_argument("--checkpoint", required=True, help="run folder or checkpoint file (ckpt_epoch_*.pth too)")
     common.add_argument("--image-size", dest="image_size", type=int, default=None, help="default: the training size")
     common.add_argument("--batch-size", dest="batch_size", type=int, default=64)
     common.add_argument("--device", default="auto")
     common.add_argument("--seed", type=int, default=0)
     add_trust_arg(common, "--trust-checkpoint")
-    p = sub.add_parser("probe", parents=[common], help="k-NN / linear probe on a labelled class-folder set")
+    p = sub.add_parser("probe", parents=[common], allow_abbrev=False,
+                       help="k-NN / linear probe on a labelled class-folder set")
     p.add_argument("--train-dir", dest="train_dir", required=True, help="<root>/<class>/<image> for fitting")
     p.add_argument("--val-dir", dest="val_dir", required=True, help="<root>/<class>/<image> for scoring")
     p.add_argument("--protocol", default="both", choices=("knn", "linear", "both"))
     p.add_argument("--k", type=int, default=20, help="neighbours of the k-NN")
     p.add_argument("--probe-epochs", dest="probe_epochs", type=int, default=200, help="full-batch Adam steps")
     p.add_argument("--probe-lr", dest="probe_lr", type=float, default=0.1)
-    v = sub.add_parser("viz", parents=[common], help="top-k images per prototype with its pixels tinted")
+    v = sub.add_parser("viz", parents=[common], allow_abbrev=False,
+                       help="top-k images per prototype with its pixels tinted")
     v.add_argument("--data-dir", dest="data_dir", default=None, help="folder of images (default: shapes val scenes)")
     v.add_argument("--num-images", dest="num_images", type=int, default=500, help="images scanned")
     v.add_argument("--topk", type=int, default=5)

@@ -52,7 +52,8 @@ VIDEO_DATASETS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--task", required=True, choices=("propagation", "discovery"))
     parser.add_argument("--dataset", default="davis", choices=sorted(VIDEO_DATASETS))
     parser.add_argument("--data_path", "--davis_path", dest="data_path", required=True,

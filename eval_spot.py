@@ -48,7 +48,8 @@ ADAPTIVE_METRICS = ("num_slots_kept", "precision", "recall", "f1", "ami", "nmi",
 
 def build_parser(method: str | None = HELP_METHOD) -> argparse.ArgumentParser:
     """Common evaluation flags plus the model flags of ``method`` (none for unregistered methods)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--checkpoint_path", required=True,
                         help="checkpoint.pt.tar or its run folder, or a released checkpoint (docs/released_models.md)")
     add_data_args(parser)
@@ -94,7 +95,7 @@ def checked_config(spec: MethodSpec | None, args: argparse.Namespace, typed: set
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, set[str], Path, dict]:
     """Two passes: the checkpoint names the method, whose model flags the second pass accepts."""
-    first = argparse.ArgumentParser(add_help=False)
+    first = argparse.ArgumentParser(allow_abbrev=False, add_help=False)
     first.add_argument("--checkpoint_path")
     first.add_argument("--trust_checkpoint", action="store_true")
     known, _ = first.parse_known_args(argv)

@@ -18,6 +18,7 @@ the model's own slot order, for methods whose slot identity is already stable).
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import torch
@@ -38,10 +39,18 @@ log = get_logger()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--checkpoint", required=True, help=f"run folder or checkpoint file (methods: {', '.join(METHODS)})")
     parser.add_argument("--input", required=True, help="an image file or a folder of images / video frames")
-    parser.add_argument("--output", required=True, help="folder for the results (created)")
+    parser.add_argument("--output", required=True, help="folder for the results (created; an existing non-empty "
+                                                         "one needs --overwrite)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an existing non-empty --output, removing the earlier predictions there "
+                             "(per-input folders with slots.json, and summary.png) first")
+    parser.add_argument("--max_side", type=int, default=1024,
+                        help="downscale inputs whose longer side exceeds this many pixels first (aspect ratio kept; "
+                             "outputs are written at that size); 0: full size")
     parser.add_argument("--masks", default=None, help="mask source to render (default: decoder if the model has it, else its first)")
     parser.add_argument("--resize", default="stretch", choices=RESIZE_MODES,
                         help="stretch: whole image to the square model input; pad: keep the aspect ratio on a square canvas")
@@ -82,8 +91,8 @@ def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    if args.batch_size < 1 or args.grid < 0:
-        raise UserError("--batch_size must be >= 1 and --grid >= 0")
+    if args.batch_size < 1 or args.grid < 0 or args.max_side < 0:
+        raise UserError("--batch_size must be >= 1, --grid >= 0 and --max_side >= 0")
     files, numbered = list_inputs(args.input)  # input and checkpoint errors come before any output
     video = numbered if args.video is None else args.video
     if video and args.video is None:
@@ -94,6 +103,11 @@ def main(argv: list[str] | None = None) -> dict:
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--output {out_dir} is a file; pass a folder (it is created)")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not args.overwrite:
+            raise UserError(f"--output {out_dir} already holds files, which new predictions would mix with; "
+                            "choose a new folder or pass --overwrite to replace the earlier predictions")
+        remove_predictions(out_dir)
     stems = [p.stem for p in files]
     names = [p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_") for p in files]
 
@@ -109,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
             batch = []
             for path, name in zip(files[start : start + args.batch_size], names[start : start + args.batch_size]):
                 try:
-                    batch.append((path, name, read_image(path)))
+                    batch.append((path, name, read_image(path, max_side=args.max_side or None)))
                 except UnreadableImage as err:
                     skipped.append(str(path))
                     log.warning(f"skipped unreadable file {err}")
@@ -146,6 +160,15 @@ def main(argv: list[str] | None = None) -> dict:
         save_overlay_grid(out_dir / "summary.png", grid, grid_names)
     log.info(f"wrote {len(written)} predictions ({source} masks of a {method} model) to {out_dir}")
     return {"written": written, "skipped": skipped, "masks": source, "video": video}
+
+
+def remove_predictions(out_dir: Path) -> None:
+    """Delete what an earlier predict.py run wrote in ``out_dir`` (--overwrite); other files stay."""
+    for child in out_dir.iterdir():
+        if child.is_dir() and (child / "slots.json").is_file():
+            shutil.rmtree(child)
+        elif child.name == "summary.png" and child.is_file():
+            child.unlink()
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ SEED_ALIASES = {"--model_save_path": "log_path", "--exp_id": "run_name", "--root
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     add_data_args(parser)
     add_encoder_args(parser)
     add_model_args(parser)

@@ -24,7 +24,8 @@ UNUSED_FLAGS = {"lr_min": "--scheduler_gamma", "lr_warmup_steps": "--warmup_step
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     add_data_args(parser)
     add_model_args(parser)
     add_train_args(parser, lr=4e-4)

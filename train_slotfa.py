@@ -35,7 +35,8 @@ def flag(name: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--method", default="slotfa", choices=METHOD_NAMES)
     p.add_argument("--dataset", default="shapes", choices=PRETRAIN_DATASETS)
     p.add_argument(*flag("--data-dir"), dest="data_dir", default="./data", help="dataset root (unused for shapes)")

@@ -28,7 +28,8 @@ DATASET_NAMES = {"ytvos": "ytvos", "shapes": "shapes_video", "shapes_video": "sh
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     add_data_args(parser)
     add_encoder_args(parser)
     add_train_args(parser, lr=4e-5, lr_min=4e-6)
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num_frames", type=int, default=4)
     g.add_argument("--gap", type=int, default=4, help="frame spacing inside a clip")
     g.add_argument("--num_slots", type=int, default=16, help="semantic slots")
-    g.add_argument("--num_instances", type=int, default=4, help="instance slots per semantic slot (--num_instance works)")
+    g.add_argument("--num_instances", "--num_instance", dest="num_instances", type=int, default=4,
+                   help="instance slots per semantic slot (--num_instance: the SMTC README's name)")
     g.add_argument("--num_iterations", type=int, default=3)
     g.add_argument("--entro_cons", action="store_true", help="diversity loss between semantic masks")
     g.add_argument("--bi_cons", action="store_true", help="bidirectional Sinkhorn semantic consistency")

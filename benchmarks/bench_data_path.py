@@ -150,7 +150,8 @@ def bench(name: str, root: str, args: argparse.Namespace) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--configs", default="vitb16,small,micro", help=f"comma-separated, of {', '.join(CONFIGS)}")
     parser.add_argument("--num_images", type=int, default=256)
     parser.add_argument("--image_size", type=int, default=224)

@@ -95,7 +95,8 @@ def bench(config_name: str, variant: str, args: argparse.Namespace) -> dict[str,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--configs", default="vitb16,small,tiny", help=f"comma-separated, of {', '.join(CONFIGS)}")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--batch_size", type=int, default=8)

@@ -93,7 +93,8 @@ def bench(model_name: str, source: str, args: argparse.Namespace, cache_dir: str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     add_spot_bench_args(parser)
     parser.add_argument("--views", type=int, default=2, choices=(1, 2), help="views per image in the cache (COCO: 2)")
     parser.add_argument("--models", default="spot,dinosaur")

@@ -125,7 +125,8 @@ def bench(model_name: str, variant: str, args: argparse.Namespace, device: torch
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     add_spot_bench_args(parser, batch_size=None, batch_help="default: 64 on a GPU, 4 on the CPU", steps=None,
                         steps_help="timed steps (default: 20 on a GPU, 3 on the CPU)", warmup=3,
                         warmup_help="untimed steps first (compilation happens here)")

@@ -81,7 +81,8 @@ def throughput(dataset: torch.utils.data.Dataset, batch_size: int, num_workers: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--num_images", type=int, default=256, help="images per COCO/VOC split; MOVi gets num_images/24 videos")
     parser.add_argument("--num_workers", type=int, default=2)
     parser.add_argument("--batch_size", type=int, default=16)

@@ -59,7 +59,8 @@ def bench(config: SLATEConfig, batch_size: int, args: argparse.Namespace, device
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--configs", default="default,small", help=f"comma-separated subset of {', '.join(CONFIGS)}")
     parser.add_argument("--batch_size", type=int, default=50, help="batch of the default config (seed: 50)")
     parser.add_argument("--small_batch_size", type=int, default=32, help="batch of the small config")

@@ -61,7 +61,8 @@ def bench(name: str, args: argparse.Namespace, device: torch.device) -> dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--configs", default="seed,cpu", help="comma-separated: seed, cpu")
     parser.add_argument("--batch_size", type=int, default=None, help="override every configuration's batch size")
     parser.add_argument("--implicit_grad", action="store_true", help="first-order fixed-point gradient")

@@ -116,7 +116,8 @@ def bench(mode: str, args: argparse.Namespace, device: torch.device) -> dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     add_spot_bench_args(parser)
     parser.add_argument("--finetune_blocks_after", type=int, default=8, help="stage 2: first trainable encoder block")
     parser.add_argument("--modes", default="dinosaur,spot,spot2,spot2_unshared",

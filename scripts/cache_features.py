@@ -35,7 +35,8 @@ log = get_logger()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--out", required=True, help="cache folder to write (must not exist unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing cache once the new one is complete")
     add_data_args(parser)

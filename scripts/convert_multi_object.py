@@ -29,7 +29,8 @@ FEATURES = {"clevr": clevr.FEATURES, "clevr_with_masks": clevr.FEATURES, "tetrom
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--dataset", required=True, choices=sorted(FEATURES), help="which DeepMind dataset the file holds")
     parser.add_argument("--tfrecord", required=True, help="input .tfrecords file")
     parser.add_argument("--out", required=True, help="output .h5 file (pass it, or its folder, as --data_path)")

@@ -44,7 +44,8 @@ NO_TFDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--out_path", default="MOVi", help="output root; the level and split become subfolders")
     parser.add_argument("--level", default="e", choices=("c", "e"), help="MOVi-C or MOVi-E")
     parser.add_argument("--split", default="train", choices=("train", "validation", "test"))

@@ -24,7 +24,8 @@ from utils.errors import run_cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("checkpoint", help="pretraining checkpoint file or run folder")
     parser.add_argument("output", help="output .pth state dict")
     add_trust_arg(parser)

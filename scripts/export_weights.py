@@ -27,7 +27,8 @@ from utils.errors import UserError, run_cli  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("checkpoint", help="run folder or its checkpoint.pt.tar (or a ckpt_epoch_*.pth)")
     parser.add_argument("--out", required=True, help="the .safetensors file to write (replaced if it exists)")
     add_trust_arg(parser)

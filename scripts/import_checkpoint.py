@@ -38,7 +38,8 @@ EVAL_HINTS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("path", help="the released checkpoint file")
     parser.add_argument("--out", required=True, help="run folder to write (must not hold a checkpoint yet)")
     parser.add_argument("--format", default=None, help="check that the file has this format (default: detect it)")

@@ -23,7 +23,7 @@ BYTES_PER_MIB = 1024**2
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output .h5 path")
     parser.add_argument("--split", choices=("train", "val"), default="train")
     parser.add_argument(

@@ -24,7 +24,8 @@ from utils.errors import run_cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--data_path", required=True, help="VOCdevkit/VOC2012 or a folder holding it")
     parser.add_argument("--sbd_path", default=None, help="SBD benchmark_RELEASE folder (else SegmentationClassAug is used)")
     parser.add_argument("--out", default=None, help="output file (default: ImageSets/Segmentation/trainaug.txt)")

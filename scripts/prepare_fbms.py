@@ -30,7 +30,7 @@ from utils.errors import UserError, run_cli  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--fbms_path", required=True, help="the release folder holding Testset/ (and Trainingset/)")
     parser.add_argument("--output_path", required=True, help="new folder to write (must be absent or empty)")
     parser.add_argument("--split", choices=("test", "all"), default="test",

@@ -69,7 +69,7 @@ def merge(chunks: list[Path], out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> dict[str, int]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--train", nargs="+", default=[], help="training chunks, in order")
     parser.add_argument("--test", nargs="+", default=[], help="test chunks, in order (the seed validates on these)")
     parser.add_argument("--out", required=True, help="folder for ravens_robot_data_{train,test}.h5 (created)")

@@ -152,7 +152,8 @@ def markdown(varying: list[str], rows: list[dict[str, Any]], metric_names: list[
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("folder", help="a sweep folder, or any folder holding run folders")
     parser.add_argument("--metrics", nargs="+", default=None, help=f"columns (default: those of {DEFAULT_METRICS} present)")
     parser.add_argument("--out", default=None, help="prefix of the .md and .csv files (default: <folder>/summary)")

@@ -11,15 +11,22 @@ Each (configuration, seed) trains with ``--log_path <out>/<configuration>/seed_<
 --auto_resume``. Running the same sweep again skips finished runs (``metrics.json`` present)
 and resumes interrupted ones from their last checkpoint, so the sweep itself can be
 resubmitted after preemption. The command may start with ``torchrun ...`` for multi-GPU runs.
+
+Stopping the sweep (SIGTERM, SIGINT/Ctrl-C, SIGHUP) stops its running training too: it gets the
+signal, checkpoints and exits, and is killed if it is still running ``--grace_period`` seconds
+later. After ``kill -9`` of the sweep its training runs on; a re-run meets that run folder's lock
+and does not start a second writer (docs/distributed.md).
 """
 from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,18 +69,70 @@ def finished(log_path: Path) -> bool:
 
 
 class Forwarder:
-    """Passes SIGTERM/SIGINT to the running training once (it checkpoints and exits), then stops the sweep."""
+    """Ends the running training when the sweep is stopped (SIGTERM, SIGINT, SIGHUP), then stops the sweep.
 
-    def __init__(self) -> None:
+    Each training runs in its own process group (session), so a terminal's Ctrl-C or a job
+    scheduler's signal reaches it once, through here: the signal is passed to the whole group
+    (SIGHUP as SIGTERM; the training saves a checkpoint and exits), and a group still alive
+    ``grace_s`` seconds later is killed (SIGKILL). A sweep killed with SIGKILL cannot do this; the
+    run folder's lock then stops a re-run from starting a second writer (docs/distributed.md).
+    """
+
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
         self.child: subprocess.Popen | None = None
         self.stopping = False
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self.handle)
+        self.signalled_at: float | None = None
+        self.previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+
+    def close(self) -> None:
+        """Put back the signal handlers that were in place before."""
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
     def handle(self, signum: int, frame: object) -> None:
         self.stopping = True
-        if self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signum)
+        self.end_child(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+
+    def end_child(self, sig: int) -> None:
+        """Send ``sig`` to the running training's process group (once), starting the grace period."""
+        if self.child is None or self.child.poll() is not None:
+            return
+        if self.signalled_at is None:
+            self.signalled_at = time.monotonic()
+        _signal_group(self.child, sig)
+
+    def wait(self) -> int:
+        """The training's exit code; past the grace period after a signal its group is killed."""
+        assert self.child is not None
+        while True:
+            try:
+                return self.child.wait(timeout=0.1)
+            except subprocess.TimeoutExpired:
+                if self.signalled_at is not None and time.monotonic() - self.signalled_at > self.grace_s:
+                    print(f"the training did not stop within --grace_period {self.grace_s:g} s; killing it", flush=True)
+                    _signal_group(self.child, signal.SIGKILL)
+                    self.signalled_at = math.inf  # killed once; the loop now only waits
+
+    def run(self, command: list[str]) -> int:
+        """Run one training in its own process group; it is ended if the sweep leaves early."""
+        self.child, self.signalled_at = subprocess.Popen(command, start_new_session=True), None
+        try:
+            if self.stopping:  # stopped while the training was being started
+                self.end_child(signal.SIGTERM)
+            return self.wait()
+        finally:
+            if self.child.poll() is None:  # the sweep is leaving through an exception: end the training too
+                self.end_child(signal.SIGTERM)
+                self.wait()
+            self.child = None
+
+
+def _signal_group(child: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(child.pid, sig)  # the child leads its own group (start_new_session)
+    except ProcessLookupError:
+        pass
 
 
 def _one_line_error(message: str) -> None:
@@ -85,12 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     if "--" not in argv:
         raise UserError("put the training command after --, e.g. sweep.py --out DIR --seeds 0 1 2 -- python train_spot.py ...")
     split = argv.index("--")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--out", required=True, help="sweep folder: <out>/<configuration>/seed_<s>/<run folder>")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--grid", nargs="*", default=[], help="flag=v1,v2 ... (every combination is run)")
     parser.add_argument("--dry_run", action="store_true", help="print the commands without running them")
     parser.add_argument("--stop_on_failure", action="store_true", help="stop at the first failed run")
+    parser.add_argument("--grace_period", type=float, default=60.0,
+                        help="seconds a training may take to checkpoint and exit after the sweep is stopped "
+                             "(SIGTERM/SIGINT/SIGHUP) before it is killed")
     parser.error = _one_line_error  # type: ignore[method-assign]
     args = parser.parse_args(argv[:split])
     command = argv[split + 1 :]
@@ -105,7 +168,18 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--{name} is both in --grid and in the training command; keep one")
 
     runs = [(folder, flags, seed) for folder, flags in configurations(grid) for seed in args.seeds]
-    forwarder = Forwarder()
+    if not args.grace_period >= 0:
+        raise UserError(f"--grace_period {args.grace_period} must be a number of seconds >= 0")
+    forwarder = Forwarder(args.grace_period)
+    try:
+        return _run_all(args, command, runs, forwarder)
+    finally:
+        forwarder.close()
+
+
+def _run_all(args: argparse.Namespace, command: list[str], runs: list[tuple[str, list[str], int]],
+             forwarder: Forwarder) -> int:
+    """Run (or skip, when finished) every (configuration, seed) in turn; the sweep's exit code."""
     failed, stopped = [], []
     for index, (folder, flags, seed) in enumerate(runs, 1):
         log_path = Path(args.out) / folder / f"seed_{seed}"
@@ -117,9 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label}: {' '.join(full)}", flush=True)
         if args.dry_run:
             continue
-        forwarder.child = subprocess.Popen(full, start_new_session=True)  # signals reach it once, via us
-        code = forwarder.child.wait()
-        forwarder.child = None
+        code = forwarder.run(full)
         if code != 0:
             failed.append(label)
             print(f"{label}: failed with exit code {code}", flush=True)

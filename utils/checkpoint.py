@@ -41,16 +41,23 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """
     path = Path(path)
     state = plain({"format_version": FORMAT_VERSION, **state})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise UserError(write_failure(path, err)) from err
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; checkpoints follow the umask like every other file
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        cause = _os_error(err)
+        if cause is not None:  # disk full, file size limit, I/O error: one line (torch wraps it in a RuntimeError)
+            raise UserError(write_failure(path, cause)) from err
         raise
 
 
@@ -76,6 +83,70 @@ def plain(obj: Any, where: str = "checkpoint") -> Any:
         return obj if all(a is b for a, b in zip(values, obj)) else type(obj)(values)
     raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}; checkpoints hold only tensors, "
                     "plain containers and primitives (docs/checkpoints.md)")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """The operating-system error behind ``err`` (torch reports a failed write as a RuntimeError)."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError) and err.errno is not None:
+            return err
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
+def write_failure(path: Path, err: OSError) -> str:
+    """One line for a checkpoint that could not be written: which folder and device, why, and the fix."""
+    import errno
+    import resource
+    import shutil
+
+    folder = path.parent
+    mount, device = _mount_of(folder)
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    previous = f"the previous checkpoint {path} is intact" if path.is_file() else "no earlier checkpoint exists"
+    if err.errno == errno.EFBIG:
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        why = f"the file size limit of this process ({limit} bytes, ulimit -f) is too small"
+        fix = "raise it (ulimit -f unlimited)"
+    elif err.errno in (errno.ENOSPC, errno.EDQUOT):
+        why = f"no space left on {device} mounted at {mount} ({free})"
+        fix = "free space there or train into a folder on another disk"
+    else:
+        why = f"{err.strerror} on {device} mounted at {mount}"
+        fix = "make the folder writable or use another one"
+    return (f"cannot write the checkpoint into {folder}: {why}; {previous}. {fix.capitalize()}, "
+            f"then resume with --resume {folder}")
+
+
+def _mount_of(folder: Path) -> tuple[Path, str]:
+    """(mount point, device name) of the file system holding ``folder``."""
+    try:
+        current = folder.resolve()
+        dev = current.stat().st_dev
+        while current.parent != current and current.parent.stat().st_dev == dev:
+            current = current.parent
+    except OSError:
+        return folder, "its device"
+    device = "its device"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 1 and fields[1] == str(current):
+                    device = fields[0]  # the last entry for a mount point is the visible one
+    except OSError:
+        pass
+    return current, device
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:

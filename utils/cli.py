@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING, Any
 from utils import distributed
 from utils.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from utils.errors import UserError
-from utils.run import ARGS_FILE, explicit_flags, load_args, make_run_dir, save_args, seed_everything, str2bool
+from utils.run import (ARGS_FILE, acquire_run_lock, explicit_flags, load_args, make_run_dir, release_run_locks,
+                       save_args, seed_everything, str2bool)
 
 if TYPE_CHECKING:
     from utils.train import TrainConfig
 
 # Flags that may change when a run is resumed; everything else comes from the run's args.yaml.
 RUNTIME_FLAGS = ("epochs", "max_steps", "num_workers", "device", "eval_batch_size", "checkpoint_every",
-                 "timeout", "skip_nonfinite", "amp", "compile")
+                 "timeout", "skip_nonfinite", "max_skipped_steps", "max_skipped_fraction", "amp", "compile")
 # Flags that say which run to continue rather than how to train.
 RESUME_FLAGS = ("resume", "checkpoint_path", "auto_resume")
 # Flags that hold for one invocation only: on resume they are taken from the command line, never
@@ -28,8 +29,10 @@ INVOCATION_FLAGS = ("trust_checkpoint",)
 MIN_VALUES = {
     "batch_size": 1, "eval_batch_size": 1, "epochs": 1, "eval_every": 1, "num_workers": 0, "checkpoint_every": 0,
     "max_steps": 1, "train_samples": 1, "val_samples": 1, "image_size": 1, "num_slots": 1, "slot_size": 1,
-    "num_iterations": 1, "mlp_hidden_size": 1, "lr_warmup_steps": 0,
+    "num_iterations": 1, "mlp_hidden_size": 1, "lr_warmup_steps": 0, "seed": 0, "data_seed": 0,
 }
+# Seeds feed NumPy, whose seeds are 32-bit unsigned integers.
+MAX_SEED = 2**32 - 1
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -184,12 +187,29 @@ def add_speed_args(group: argparse._ActionsContainer) -> None:
 
 
 def add_stop_args(group: argparse._ActionsContainer) -> None:
-    """--timeout and --skip_nonfinite, which the shared loop reads from every training script's flags."""
+    """--timeout, --skip_nonfinite and its bounds, which the shared loop reads from every training script's flags."""
+    from utils.train import SKIP_FRACTION_MIN_STEPS
+
     group.add_argument("--timeout", default=None,
                        help="stop cleanly with a checkpoint after this long (seconds, H:MM:SS, 90m, 2h): "
                             "set it below the job's time limit")
     group.add_argument("--skip_nonfinite", action="store_true",
                        help="skip steps whose loss or gradient is NaN/inf (counted in the logs) instead of stopping")
+    group.add_argument("--max_skipped_steps", type=int, default=10,
+                       help="with --skip_nonfinite: stop with an error after this many skipped steps in a row "
+                            "(the model has diverged); 0: no bound")
+    group.add_argument("--max_skipped_fraction", type=float, default=0.05,
+                       help="with --skip_nonfinite: stop with an error when more than this fraction of the steps "
+                            f"so far were skipped (checked from step {SKIP_FRACTION_MIN_STEPS} on); 1: no bound")
+
+
+def check_skip_bounds(args: argparse.Namespace) -> None:
+    """Refuse --max_skipped_steps / --max_skipped_fraction values that mean nothing."""
+    steps, fraction = getattr(args, "max_skipped_steps", 0), getattr(args, "max_skipped_fraction", 1.0)
+    if steps is not None and steps < 0:
+        raise UserError(f"--max_skipped_steps {steps} must be >= 0 (0: no bound)")
+    if fraction is not None and not 0 <= fraction <= 1:
+        raise UserError(f"--max_skipped_fraction {fraction} must be between 0 and 1 (1: no bound)")
 
 
 def one_line_errors(parser: argparse.ArgumentParser) -> None:
@@ -202,14 +222,23 @@ def one_line_errors(parser: argparse.ArgumentParser) -> None:
 
 
 def check_ranges(args: argparse.Namespace) -> None:
-    """Refuse out-of-range values of the common flags (see ``MIN_VALUES``) and a non-positive LR."""
+    """Refuse out-of-range values of the common flags (see ``MIN_VALUES``), a non-positive or infinite LR,
+    NaN anywhere, seeds outside NumPy's range and meaningless skip bounds."""
     for name, low in MIN_VALUES.items():
         value = getattr(args, name, None)
         if isinstance(value, int) and value < low:
             raise UserError(f"--{name} {value} must be at least {low}")
     lr = getattr(args, "lr_main", None)
-    if isinstance(lr, float) and not lr > 0:
-        raise UserError(f"--lr_main {lr} must be positive")
+    if isinstance(lr, float) and not (lr > 0 and math.isfinite(lr)):
+        raise UserError(f"--lr_main {lr} must be positive and finite")
+    for name, value in sorted(vars(args).items()):
+        if isinstance(value, float) and math.isnan(value):
+            raise UserError(f"--{name} nan is not a number; pass a value")
+        if isinstance(value, float) and (name.startswith("lr") or name.endswith("_lr")) and not math.isfinite(value):
+            raise UserError(f"--{name} {value} must be a finite learning rate")
+        if name in ("seed", "data_seed") and isinstance(value, int) and value > MAX_SEED:
+            raise UserError(f"--{name} {value} must be at most {MAX_SEED} (2**32 - 1)")
+    check_skip_bounds(args)
 
 
 def newest_run(log_path: str, run_name: str | None) -> str | None:
@@ -230,8 +259,40 @@ def _run_folder(path: str) -> Path:
     return resolved if resolved.is_dir() else resolved.parent
 
 
+def check_record_matches_checkpoint(run_dir: Path, recorded: dict[str, Any], stored: dict[str, Any] | None,
+                                    runtime: tuple[str, ...]) -> None:
+    """Refuse a resume whose ``args.yaml`` differs from the flags stored in its checkpoint.
+
+    The checkpoint's record is the authority (it is what the weights were trained with); a
+    hand-edited ``args.yaml`` would otherwise change the model or recipe silently. Flags that may
+    change on resume (``runtime``, and which run to resume) are exempt. Checkpoints without a
+    record of their flags are not checked.
+    """
+    if not isinstance(stored, dict):
+        return
+    exempt = {*runtime, *RESUME_FLAGS}
+    missing = object()
+    differences = [
+        f"{name}: {_shown(recorded.get(name, missing))} in {ARGS_FILE} vs {_shown(stored.get(name, missing))} "
+        "in the checkpoint"
+        for name in sorted(set(recorded) | set(stored))
+        if name not in exempt and recorded.get(name, missing) != stored.get(name, missing)
+    ]
+    if differences:
+        raise UserError(
+            f"{run_dir / ARGS_FILE} differs from the flags stored in its checkpoint ({'; '.join(differences)}); "
+            f"the checkpoint is the record of how the run was trained: undo the edit (to change a setting, start "
+            f"a new run; only {', '.join('--' + f for f in runtime)} may change on resume, typed as flags)"
+        )
+
+
+def _shown(value: Any) -> str:
+    return "(absent)" if not isinstance(value, (str, int, float, bool, list, dict, type(None))) else repr(value)
+
+
 def _new_run(args: argparse.Namespace) -> Path:
     run_dir = make_run_dir(args.log_path, args.run_name)
+    acquire_run_lock(run_dir)  # before the first file: the folder has one writer from the start
     save_args(run_dir, args)
     return run_dir
 
@@ -268,6 +329,7 @@ def parse_train_args(
     rank 0 alone creates or chooses the folder and the other ranks receive its name.
     On resume, ``args.yaml`` is updated by ``Trainer.fit`` (from ``checkpoint_meta["args"]``).
     """
+    release_run_locks()  # a run started earlier in this process (tests, notebooks) is over
     one_line_errors(parser)
     args = parser.parse_args(argv)
     check_ranges(args)
@@ -300,6 +362,8 @@ def parse_train_args(
         ckpt_file = ckpt_file / CHECKPOINT_NAME
     run_dir = ckpt_file.parent
     recorded = load_args(run_dir)
+    # One writer per run folder (rank 0 holds the lock): a second process resuming it stops here.
+    distributed.run_on_main(lambda: acquire_run_lock(run_dir))
     known = {action.dest for action in parser._actions}  # noqa: SLF001 - argparse has no public accessor
     foreign = sorted(set(recorded) - known)
     if foreign:
@@ -312,6 +376,8 @@ def parse_train_args(
     checkpoint = load_checkpoint(ckpt_file, trust=trust, training=True) \
         if ckpt_file.exists() or not Path(resume_from).is_dir() else None
     runtime = (*RUNTIME_FLAGS, *INVOCATION_FLAGS, *extra_runtime_flags)
+    if checkpoint is not None:
+        check_record_matches_checkpoint(run_dir, recorded, checkpoint.get("args"), runtime)
     for name in sorted(typed - set(runtime) - set(RESUME_FLAGS)):
         if recorded.get(name) != getattr(args, name):
             raise UserError(

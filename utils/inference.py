@@ -60,16 +60,25 @@ def list_inputs(path: str | Path) -> tuple[list[Path], bool]:
     return files, numbered
 
 
-def read_image(path: Path) -> torch.Tensor:
+def read_image(path: Path, max_side: int | None = None) -> torch.Tensor:
     """RGB float image [3, H, W] in [0, 1], as a viewer shows it (EXIF rotation applied).
 
     Grayscale and palette images are converted to RGB; images with transparency are composited
-    over white; 16-bit and float images are scaled to [0, 1]. Raises :class:`UnreadableImage`.
+    over white; 16-bit and float images are scaled to [0, 1]. With ``max_side``, an image whose
+    longer side is larger is downscaled first (aspect ratio kept; JPEGs are decoded at a reduced
+    scale), so a 6000 x 4000 photo costs time and memory in proportion to the model, not the
+    camera. Raises :class:`UnreadableImage`.
     """
     try:
         with Image.open(path) as opened:
+            if max_side:
+                opened.draft("RGB", (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
             picture = ImageOps.exif_transpose(opened)
             picture.load()
+        if max_side and max(picture.size) > max_side:
+            scale = max_side / max(picture.size)
+            size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+            picture = picture.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
         if picture.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
             gray = np.asarray(picture, dtype=np.float32)
             gray = gray / (65535.0 if gray.max() > 255 else 255.0)

@@ -5,6 +5,7 @@ import json
 import logging
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +34,37 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:
-    """Write one JSON document (NaN becomes null so every JSON reader accepts it)."""
-    with open(path, "w") as f:
-        json.dump({k: _jsonable(v) for k, v in record.items()}, f, indent=2)
-        f.write("\n")
+    """Write one JSON document (NaN becomes null so every JSON reader accepts it).
+
+    Atomically (temporary file + rename): an interrupted write leaves the previous file or none,
+    never half a document.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump({k: _jsonable(v) for k, v in record.items()}, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class RunLogger:
     """TensorBoard writer plus an append-only ``metrics.jsonl`` in the run folder."""
 
     def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
+        from utils.errors import UserError
+
         self.run_dir = run_dir
+        _quiet_tensorboard_thread()
         # On resume, purge_step hides events logged after the checkpoint by the interrupted run.
-        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+        try:
+            self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+        except OSError as err:
+            raise UserError(f"cannot write TensorBoard events into {run_dir} ({err.strerror}); "
+                            "a run needs a writable folder with free space") from err
 
     def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
         for key, value in values.items():
@@ -58,6 +77,23 @@ class RunLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _quiet_tensorboard_thread() -> None:
+    """TensorBoard writes events from a background thread, which prints its own traceback when the
+    folder is not writable; the main thread meets the same error right after and reports it as one
+    line (see ``RunLogger``), so the thread's copy is not printed."""
+    previous = threading.excepthook
+    if getattr(previous, "quiet_tensorboard", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if isinstance(args.exc_value, OSError) and type(args.thread).__module__.startswith("tensorboard"):
+            return
+        previous(args)
+
+    hook.quiet_tensorboard = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def truncate_metrics_jsonl(run_dir: Path, step: int) -> None:

@@ -43,10 +43,12 @@ from utils.checkpoint import (CHECKPOINT_NAME, load_model_state, model_state, nu
 from utils.errors import UserError
 from utils.evaluation import evaluate, move_to
 from utils.logging import METRICS_JSON, RunLogger, get_logger, truncate_metrics_jsonl, write_json
-from utils.run import save_args
+from utils.run import keep_run_dir, release_run_locks, save_args
 from utils.visualize import save_mask_grid, save_prediction_grid, save_reconstruction_grid
 
 log = get_logger()
+# --max_skipped_fraction is checked from this step on: one bad step early in a run is not a trend.
+SKIP_FRACTION_MIN_STEPS = 20
 
 
 class EpochSampler(DistributedSampler):
@@ -117,6 +119,10 @@ class TrainConfig:
     # entry scripts that do not set them still honour the shared flags.
     timeout: float | None = None  # seconds of training before a clean stop with a checkpoint
     skip_nonfinite: bool | None = None  # skip (and count) steps with a non-finite loss/gradient
+    # Bounds on skipping (None: the run's --max_skipped_steps / --max_skipped_fraction): more skipped
+    # steps in a row, or a larger share of the steps so far, stop the run with an error (it diverged).
+    max_skipped_steps: int | None = None  # 0: no bound
+    max_skipped_fraction: float | None = None  # 1: no bound
     # DDP: only for models whose trainable parameters sometimes get no gradient in a step (costs
     # a graph traversal per step). None: the model's ``ddp_find_unused_parameters`` attribute.
     find_unused_parameters: bool | None = None
@@ -270,6 +276,10 @@ class Trainer:
             cfg.timeout = distributed.parse_duration(str(run_args["timeout"]))
         if cfg.skip_nonfinite is None:
             cfg.skip_nonfinite = bool(run_args.get("skip_nonfinite", False))
+        if cfg.max_skipped_steps is None:
+            cfg.max_skipped_steps = int(run_args.get("max_skipped_steps", 10))
+        if cfg.max_skipped_fraction is None:
+            cfg.max_skipped_fraction = float(run_args.get("max_skipped_fraction", 0.05))
         if cfg.find_unused_parameters is None:
             cfg.find_unused_parameters = bool(getattr(model, "ddp_find_unused_parameters", False))
         if cfg.amp is None:
@@ -288,6 +298,8 @@ class Trainer:
         self.total_steps = cfg.total_steps or cfg.epochs * self.steps_per_epoch
         self.step = 0
         self.skipped_steps = 0
+        self.consecutive_skipped = 0  # skipped steps since the last good one
+        self.saved_step: int | None = None  # step of the checkpoint in run_dir (None: none yet)
         self.resumed = False
         self.last_metrics: dict[str, Any] = {}
         self._said_no_masks = False  # a dataset without masks is announced at its first evaluation only
@@ -312,6 +324,7 @@ class Trainer:
             "rng_per_rank": distributed.all_gather_objects(rng),
             "world_size": self.world_size,
             "skipped_steps": self.skipped_steps,
+            "consecutive_skipped": self.consecutive_skipped,
             "last_metrics": self.last_metrics,
             **({"lr_schedule": self.lr_schedule.state_dict()} if hasattr(self.lr_schedule, "state_dict") else {}),
             **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}),
@@ -321,8 +334,9 @@ class Trainer:
         """Write ``checkpoint.pt.tar`` atomically (rank 0; every rank must call this)."""
         path = self.run_dir / CHECKPOINT_NAME
         state = self.state()
-        if distributed.is_main():
-            save_checkpoint(path, state)
+        # Rank 0 writes; a failed write (disk full) reaches every rank as the same one-line error.
+        distributed.run_on_main(lambda: save_checkpoint(path, state))
+        self.saved_step = self.step
         return path
 
     def load(self, checkpoint: dict[str, Any]) -> None:
@@ -346,6 +360,8 @@ class Trainer:
         keep_kernel_choice(self.optimizer, kernels)
         self.step = int(checkpoint["step"])
         self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
+        self.consecutive_skipped = int(checkpoint.get("consecutive_skipped", 0))
+        self.saved_step = self.step
         self.last_metrics = checkpoint.get("last_metrics", {})
         if "lr_schedule" in checkpoint and hasattr(self.lr_schedule, "load_state_dict"):
             self.lr_schedule.load_state_dict(checkpoint["lr_schedule"])
@@ -354,6 +370,30 @@ class Trainer:
         if self.scaler.is_enabled() and "scaler" in checkpoint:
             self.scaler.load_state_dict(checkpoint["scaler"])
         self.resumed = True
+
+    def checkpoint_note(self) -> str:
+        """What an error that stops training leaves behind to resume from (said truthfully)."""
+        path = self.run_dir / CHECKPOINT_NAME
+        if self.saved_step is not None and path.is_file():
+            return f"the last checkpoint ({path}, step {self.saved_step}) is untouched"
+        return "no checkpoint was written yet (nothing to resume from)"
+
+    def check_skip_bounds(self) -> None:
+        """Stop a run whose --skip_nonfinite skipping exceeds its bounds: the model has diverged."""
+        cfg = self.cfg
+        in_a_row = bool(cfg.max_skipped_steps) and self.consecutive_skipped >= int(cfg.max_skipped_steps or 0)
+        fraction, bound = self.skipped_steps / max(self.step, 1), cfg.max_skipped_fraction
+        too_often = bound is not None and bound < 1 and self.step >= SKIP_FRACTION_MIN_STEPS and fraction > bound
+        if not (in_a_row or too_often):
+            return
+        what = (f"{self.consecutive_skipped} steps in a row (bound --max_skipped_steps {cfg.max_skipped_steps})"
+                if in_a_row else
+                f"{self.skipped_steps} of {self.step} steps ({100 * fraction:.0f}%, bound --max_skipped_fraction "
+                f"{cfg.max_skipped_fraction:g})")
+        raise UserError(
+            f"training diverged: --skip_nonfinite skipped {what} for a non-finite loss or gradient, up to step "
+            f"{self.step}; {self.checkpoint_note()}. Lower --lr_main or --clip, or loosen the bound"
+        )
 
     def sync_model_step(self) -> None:
         """Tell a model whose behaviour follows the training step (schedules, curricula) the
@@ -449,6 +489,7 @@ class Trainer:
         stop_at = min(self.total_steps, cfg.max_steps) if cfg.max_steps else self.total_steps
         sampler = EpochSampler(len(self.train_set), cfg.seed, 0, 0, self.world_size, self.rank, self.global_batch)
         stopped: str | None = None
+        used = self.step > 0
         self.model.train()
         try:
             with distributed.StopRequest(cfg.timeout) as stop:
@@ -460,6 +501,9 @@ class Trainer:
                                disable=not main)
                     for batch_data in bar:
                         loss_terms = self.train_step(move_to(batch_data, self.device))
+                        if main and not used:  # from now on the run folder holds a run, whatever happens
+                            keep_run_dir(self.run_dir)
+                            used = True
                         bar.set_postfix(loss=f"{loss_terms['loss']:.4f}")
                         if self.step % cfg.log_every == 0:
                             loss_terms = distributed.mean_over_ranks(loss_terms)
@@ -494,7 +538,8 @@ class Trainer:
             if self.logger is not None:
                 self.logger.close()
         if main and self.step == self.total_steps and self.last_metrics:
-            write_json(self.run_dir / METRICS_JSON, self.last_metrics)
+            write_json(self.run_dir / METRICS_JSON, self.final_record())
+        release_run_locks(self.run_dir)  # training is over: the folder is free for the next writer
         if self.skipped_steps:
             log.warning(f"{self.skipped_steps} steps were skipped for a non-finite loss or gradient (--skip_nonfinite)")
         if stopped:
@@ -503,6 +548,22 @@ class Trainer:
         else:
             log.info(f"stopped at step {self.step}/{self.total_steps}; checkpoint {self.run_dir / CHECKPOINT_NAME}")
         return self.last_metrics
+
+    def final_record(self) -> dict[str, Any]:
+        """``metrics.json``: the last evaluation, saying so when steps were skipped or metrics are not finite."""
+        record = dict(self.last_metrics)
+        notes = []
+        if self.skipped_steps:
+            record["skipped_steps"] = self.skipped_steps
+            notes.append(f"{self.skipped_steps} of {self.step} training steps were skipped for a non-finite loss "
+                         "or gradient (--skip_nonfinite)")
+        nonfinite = sorted(k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v))
+        if nonfinite:
+            notes.append(f"not finite: {', '.join(nonfinite)} (the model may have diverged)")
+        if notes:
+            record["warning"] = "; ".join(notes)
+            log.warning(f"metrics.json: {record['warning']}")
+        return record
 
     def build_train_module(self) -> nn.Module:
         """The module that training steps call: the model, DDP-wrapped under torchrun, compiled with
@@ -554,8 +615,8 @@ class Trainer:
         if bad_loss and not self.cfg.skip_nonfinite:
             value = loss.item() if bad_here else "non-finite on another process"
             raise UserError(
-                f"the loss became {value} at step {self.step}; the last good checkpoint in "
-                f"{self.run_dir} is untouched. Lower --lr_main or --clip, check the data, or pass --skip_nonfinite"
+                f"the loss became {value} at step {self.step}; {self.checkpoint_note()}. "
+                "Lower --lr_main or --clip, check the data, or pass --skip_nonfinite"
             )
         self.optimizer.zero_grad(set_to_none=True)
         # Also for a skipped step: DDP expects a backward after each training forward.
@@ -569,19 +630,24 @@ class Trainer:
         scaler_overflow = bad_grad and self.scaler.is_enabled() and not bad_loss
         if bad_grad and not bad_loss and not scaler_overflow and not self.cfg.skip_nonfinite:
             raise UserError(
-                f"the gradient norm became {float(total_norm)} at step {self.step}; the last good checkpoint in "
-                f"{self.run_dir} is untouched. Lower --lr_main or --clip, or pass --skip_nonfinite"
+                f"the gradient norm became {float(total_norm)} at step {self.step}; {self.checkpoint_note()}. "
+                "Lower --lr_main or --clip, or pass --skip_nonfinite"
             )
-        if bad_loss or (bad_grad and not scaler_overflow):
+        skipped = bad_loss or (bad_grad and not scaler_overflow)
+        if skipped:
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped_steps += 1
+            self.consecutive_skipped += 1
             if distributed.is_main():
                 log.warning(f"step {self.step}: non-finite {'loss' if bad_loss else 'gradient'}, update skipped "
                             f"({self.skipped_steps} skipped so far)")
         else:
+            self.consecutive_skipped = 0
             self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
+        if skipped:
+            self.check_skip_bounds()
         # Optional per-method hook after each optimiser step (e.g. an EMA teacher update).
         after_step = getattr(self.model, "after_step", None)
         if callable(after_step):
