@@ -35,11 +35,10 @@ from utils.logging import METRICS_JSON, get_logger, write_json
 from utils.released import checkpoint_settings, load_any_checkpoint
 from utils.run import explicit_flags, seed_everything, select_device
 from utils.train import make_loader
-from utils.visualize import save_mask_grid, save_prediction_grid
+from utils.visualize import MASK_ROW_NAMES, save_mask_grid, save_prediction_grid
 
 log = get_logger()
 TABLE_METRICS = ("fg_ari", "ari", "mbo_i", "mbo_c", "miou", "corloc")
-MASK_NAMES = {"decoder": "decoder masks", "slots": "slot-attention masks"}
 ENCODER_FLAGS = ("which_encoder", "encoder_weights", "no_pretrained", "finetune_blocks_after", "encoder_final_norm")
 HELP_METHOD = "spot"  # whose model flags --help lists when no checkpoint is given
 # Extra metrics of models that keep/drop slots per image (AdaSlot), printed when present.
@@ -167,7 +166,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, typed: set[str], ckpt_path: P
     rows = {}
     for source in sources:
         suffix = "" if source == primary else f"_{source}"
-        rows[f"model ({MASK_NAMES.get(source, source + ' masks')})"] = {
+        rows[f"model ({MASK_ROW_NAMES.get(source, source + ' masks')})"] = {
             k: result["metrics"].get(f"{k}{suffix}") for k in TABLE_METRICS
         }
     num_slots = config_dict.get("num_slots", 7)

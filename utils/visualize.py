@@ -52,6 +52,8 @@ def _resize_labels(labels: torch.Tensor, size: tuple[int, int] | torch.Size) -> 
 
 
 LABEL_FONT_SIZE = 13
+# Row names of mask pictures, for the models' mask sources (``outputs["masks"]`` keys).
+MASK_ROW_NAMES = {"decoder": "decoder masks", "slots": "slot-attention masks"}
 
 
 def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -122,7 +124,8 @@ def save_mask_grid(
         ]
         tiles.append(torch.cat(column, dim=1))  # stack vertically
     grid = torch.cat(tiles, dim=2)  # images side by side
-    labelled(grid, ["image", *rows], row_height=tiles[0].shape[1] // (len(rows) + 1)).save(path)
+    names = ["image", *(MASK_ROW_NAMES.get(name, name) for name in rows)]
+    labelled(grid, names, row_height=tiles[0].shape[1] // (len(rows) + 1)).save(path)
 
 
 def save_reconstruction_grid(
