@@ -89,6 +89,7 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
 def test_format_1_records_gain_the_fields_added_since_with_their_old_behaviour() -> None:
     """upgrade_checkpoint fills models.FIELDS_ADDED_IN_FORMAT_2 into format-1 model configs; every
     filled record rebuilds its model, and values a record does hold are kept."""
+    import dataclasses
     from dataclasses import fields
 
     from models import FIELDS_ADDED_IN_FORMAT_2, method_spec
@@ -97,7 +98,7 @@ def test_format_1_records_gain_the_fields_added_since_with_their_old_behaviour()
     for method, added in FIELDS_ADDED_IN_FORMAT_2.items():
         config_cls = method_spec(method).config_cls
         assert set(added) <= {f.name for f in fields(config_cls)}, method
-        full = config_cls().to_dict()
+        full = dataclasses.asdict(config_cls())
         old = {k: v for k, v in full.items() if k not in added}
         state = upgrade_checkpoint({"format_version": 1, "method": method, "model_config": old, "model": {}})
         assert state["format_version"] == 2
