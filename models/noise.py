@@ -126,11 +126,16 @@ def current() -> Keys | None:
     return _CURRENT.get()
 
 
-def _generators(keys: Keys, batch_size: int, stream: str, device: torch.device) -> list[torch.Generator]:
-    if len(keys.sample) != batch_size:
-        raise ValueError(f"keyed draw {stream!r}: {batch_size} rows but {len(keys.sample)} sample keys")
+def _generators(keys: Keys, rows: int, stream: str, device: torch.device) -> list[torch.Generator]:
+    """One generator per row. ``rows`` may be a multiple of the batch size: row ``r`` then belongs
+    to sample ``r % B`` (copies of the batch stacked along dim 0, e.g. SPOT's orderings decoded
+    together), and each copy gets its own numbers."""
+    batch = len(keys.sample)
+    if rows % batch:
+        raise ValueError(f"keyed draw {stream!r}: {rows} rows for {batch} sample keys (not a multiple)")
     code = keys.stream_code(stream)
-    return [torch.Generator(device=device).manual_seed(_combine(key, code)) for key in keys.sample]
+    return [torch.Generator(device=device).manual_seed(_combine(keys.sample[r % batch], code, r // batch))
+            for r in range(rows)]
 
 
 def _per_sample(draw: Callable[[torch.Generator], torch.Tensor], keys: Keys, batch_size: int, stream: str,
@@ -171,6 +176,24 @@ def exponential(batch_size: int, shape: Sequence[int], stream: str, device: torc
                        keys, batch_size, stream, device)
 
 
+def sample_generators(batch_size: int, stream: str, device: torch.device | str = "cpu") -> list[torch.Generator] | None:
+    """One generator per sample for draws of several kinds (e.g. augmentation parameters); None without keys."""
+    keys = current()
+    return None if keys is None else _generators(keys, batch_size, stream, torch.device(device))
+
+
+def randn_like(tensor: torch.Tensor, stream: str) -> torch.Tensor:
+    """``torch.randn_like(tensor)`` (batch first), keyed inside a keyed forward."""
+    drawn = randn(tensor.shape[0], tensor.shape[1:], stream, tensor.device, tensor.dtype)
+    return torch.randn_like(tensor) if drawn is None else drawn
+
+
+def rand_like(tensor: torch.Tensor, stream: str) -> torch.Tensor:
+    """``torch.rand_like(tensor)`` (batch first), keyed inside a keyed forward."""
+    drawn = rand(tensor.shape[0], tensor.shape[1:], stream, tensor.device, tensor.dtype)
+    return torch.rand_like(tensor) if drawn is None else drawn
+
+
 def step_randint(high: int, stream: str, device: torch.device | str | None = None) -> torch.Tensor | None:
     """One integer in ``[0, high)`` for the whole (global) batch, from the step key; 0-d int64.
 
@@ -180,6 +203,23 @@ def step_randint(high: int, stream: str, device: torch.device | str | None = Non
         return None
     generator = torch.Generator().manual_seed(_combine(keys.step, keys.stream_code(stream)))
     return torch.randint(high, (), generator=generator).to(device or "cpu")
+
+
+def step_randn(shape: Sequence[int], stream: str, device: torch.device | str | None = None) -> torch.Tensor | None:
+    """Standard normal ``shape`` shared by the whole (global) batch, from the step key; None without it."""
+    keys = current()
+    if keys is None or keys.step is None:
+        return None
+    generator = torch.Generator().manual_seed(_combine(keys.step, keys.stream_code(stream)))
+    return torch.randn(tuple(shape), generator=generator).to(device or "cpu")
+
+
+def step_randperm(n: int, stream: str) -> torch.Tensor | None:
+    """One permutation of ``range(n)`` for the whole (global) batch, from the step key; None without it."""
+    keys = current()
+    if keys is None or keys.step is None:
+        return None
+    return torch.randperm(n, generator=torch.Generator().manual_seed(_combine(keys.step, keys.stream_code(stream))))
 
 
 def gumbel_softmax(logits: torch.Tensor, tau: float, hard: bool, dim: int, stream: str) -> torch.Tensor:
@@ -193,3 +233,25 @@ def gumbel_softmax(logits: torch.Tensor, tau: float, hard: bool, dim: int, strea
     index = soft.argmax(dim, keepdim=True)
     one_hot = torch.zeros_like(logits).scatter_(dim, index, 1.0)
     return one_hot - soft.detach() + soft  # straight-through, as F.gumbel_softmax
+
+
+def dropout(x: torch.Tensor, p: float, training: bool, stream: str = "dropout") -> torch.Tensor:
+    """``F.dropout`` with each row's mask drawn from its sample's key (batch-first ``x``); plain
+    ``F.dropout`` outside a keyed forward. Successive calls get successive streams."""
+    keys = current()
+    if keys is None or not training or p == 0.0:
+        return F.dropout(x, p, training)
+    if p >= 1.0:
+        return x * 0.0
+    uniform = rand(x.shape[0], x.shape[1:], stream, x.device, torch.float32)
+    assert uniform is not None
+    return x * (uniform >= p).to(x.dtype) / (1.0 - p)
+
+
+class KeyedDropout(torch.nn.Dropout):
+    """``nn.Dropout`` whose masks follow the training batch's keys (see :func:`dropout`); the same
+    module (no parameters, same ``state_dict``) and the same behaviour outside a keyed forward
+    (never in place)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
