@@ -77,3 +77,47 @@ def test_spot_shared_gaussian_random_orderings_two_processes_equal_one(tmp_path:
     one = train(tmp_path, "one", 1, 4, SPOT_TINY, "train_spot.py")
     two = train(tmp_path, "two", 2, 2, SPOT_TINY, "train_spot.py")
     assert_same_weights(one, two)
+
+
+# Every other training script at tiny size: 1 process x batch 4 against 2 processes x batch 2, every
+# stochastic part at its default (the slot noise, Gumbel draws, latents, dropout, augmentations).
+SCRIPTS = {
+    "spot_dropout": ("train_spot.py", "--log_path", [*SPOT_TINY, "--dropout", "0.1"]),
+    "dinosaur": ("train_spot.py", "--log_path", [
+        *SPOT_TINY, "--dec_type", "mlp", "--mlp_dec_hidden", "32", "--train_permutations", "standard",
+        "--use_slot_proj", "False"]),
+    "adaslot": ("train_adaslot.py", "--model_save_path", [
+        "--dataset", "shapes", "--encoder", "vit_micro_p8", "--resize_to", "32", "32", "--train_workers", "0",
+        "--val_workers", "0", "--no_pretrained", "--slot_size", "16", "--mlp_hidden_size", "32",
+        "--mlp_dec_hidden", "32", "--train_samples", "8", "--val_samples", "4", "--eval_batch_size", "4",
+        "--lr_warmup_steps", "0", "--num_iters", "2", "--num_slots", "3", "--device", "cpu"]),
+    "slot_attention": ("train_slot_attention.py", "--log_path", [
+        "--dataset", "shapes", "--image_size", "32", "--decoder_upsamples", "2", "--num_slots", "3",
+        "--slot_size", "16", "--mlp_hidden_size", "16", "--encoder_channels", "8", "--decoder_channels", "8",
+        "--kernel_size", "3", "--eval_batch_size", "4", "--train_samples", "8", "--val_samples", "4",
+        "--num_workers", "0", "--epochs", "1", "--device", "cpu"]),
+    "slate": ("train_slate.py", "--log_path", [
+        "--dataset", "shapes", "--image_size", "32", "--vocab_size", "32", "--d_model", "32", "--num_heads", "2",
+        "--num_dec_blocks", "1", "--slot_size", "16", "--mlp_hidden_size", "16", "--num_slots", "3",
+        "--dvae_hidden_size", "16", "--eval_batch_size", "4", "--train_samples", "8", "--val_samples", "4",
+        "--num_workers", "0", "--lr_warmup_steps", "0", "--tau_steps", "8", "--epochs", "1", "--device", "cpu"]),
+    "gnm": ("train_gnm.py", "--log_path", [
+        "--dataset", "shapes", "--image_size", "32", "--enc_dim", "16", "--draw_hidden", "16", "--mlp_hidden", "32",
+        "--z_what_dim", "8", "--z_global_dim", "4", "--draw_steps", "2", "--eval_batch_size", "4",
+        "--train_samples", "8", "--val_samples", "4", "--num_workers", "0", "--epochs", "1", "--device", "cpu"]),
+    "ftdinosaur": ("train_ftdinosaur.py", "--log_path", [
+        "--dataset", "shapes", "--image_size", "56", "--which_encoder", "vit_dinov2_tiny_p14", "--no_pretrained",
+        "--num_slots", "3", "--slot_size", "16", "--mlp_hidden_size", "32", "--mlp_dec_hidden", "32",
+        "--eval_batch_size", "4", "--train_samples", "8", "--val_samples", "4", "--num_workers", "0",
+        "--lr_warmup_steps", "0", "--num_steps", "2", "--device", "cpu"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_two_processes_equal_one_for_every_training_script(tmp_path: Path, name: str) -> None:
+    """About 40-60 s each on 2 cores (two torchrun launches)."""
+    script, out_flag, args = SCRIPTS[name]
+    one = train(tmp_path, "one", 1, 4, args, script, out_flag)
+    two = train(tmp_path, "two", 2, 2, args, script, out_flag)
+    assert_same_weights(one, two)
