@@ -31,6 +31,7 @@ from torch import nn
 
 from models import noise as keyed_noise
 from models.slot_attention import SlotAttention
+from utils.distributed import all_reduce_sum, world_size
 
 
 @dataclass
@@ -144,12 +145,14 @@ def match_order(cos: torch.Tensor) -> torch.Tensor:
 
 
 def instance_loss(student: torch.Tensor, teacher: torch.Tensor, valid_s: torch.Tensor, valid_t: torch.Tensor,
-                  margin: float = 0.5) -> torch.Tensor:
+                  margin: float = 0.5, global_count: bool = False) -> torch.Tensor:
     """Hungarian instance consistency over all ordered frame pairs, i = j included.
 
     student/teacher: L2-normalised projections [B, T, S, P, D]; valid_*: [B, T, S, P].
     Per student instance: valid_s * (mean_neg ReLU(cos - margin) - valid_t(match) * cos(match)),
-    summed and divided by the number of valid student instances.
+    summed and divided by the number of valid student instances. ``global_count`` (training under
+    DDP): divided by the mean count per process over all processes instead of this process's, so
+    that DDP's gradient average equals one process's loss on the global batch.
     """
     b, t, s, p, _ = student.shape
     total = student.new_zeros(())
@@ -164,6 +167,8 @@ def instance_loss(student: torch.Tensor, teacher: torch.Tensor, valid_s: torch.T
             term = valid_s[:, i] * (neg - vt * ranked[..., 0])
             total = total + term.sum()
             count = count + valid_s[:, i].sum()
+    if global_count and world_size() > 1:
+        count = all_reduce_sum(count.detach()) / world_size()
     return total / (count + 1e-10)
 
 
@@ -449,7 +454,7 @@ class SMTC(nn.Module):
         valid_s = validity(student["semantic_logits"], student["semantic_slots"], student["instance_slots"], cfg)
         valid_t = validity(teacher["semantic_logits"], teacher["semantic_slots"], teacher["instance_slots"], cfg)
         losses = {"instance": instance_loss(student["projections"], teacher["projections"], valid_s, valid_t,
-                                            cfg.negative_margin)}
+                                            cfg.negative_margin, global_count=self.training)}
         loss = losses["instance"]
         if cfg.entro_cons:
             losses["differ"] = diversity_loss(student["semantic_logits"])

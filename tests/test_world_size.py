@@ -34,12 +34,17 @@ def train(tmp_path: Path, name: str, nproc: int, batch_size: int, args: list[str
     return load_checkpoint(only_run(tmp_path / name))
 
 
-def assert_same_weights(a: dict, b: dict, atol: float = 1e-5) -> None:
+def assert_same_weights(a: dict, b: dict, atol: float = 1e-5, ignore: tuple[str, int] | None = None) -> None:
+    """Final weights equal to ``atol``; ``ignore`` = (key, index) of an entry whose true gradient is
+    zero (its Adam update is the sign of rounding noise, so it may differ by up to the LR per step)."""
     assert a["step"] == b["step"] > 0 and a["world_size"] != b["world_size"]
     assert a["model"].keys() == b["model"].keys()
-    worst = max(float((a["model"][k].double() - b["model"][k].double()).abs().max())
-                for k in a["model"] if a["model"][k].is_floating_point() and a["model"][k].numel())
-    assert worst <= atol, f"max |difference| of the final weights {worst:.3g} > {atol}"
+    if ignore is not None:
+        for checkpoint in (a, b):
+            checkpoint["model"][ignore[0]][ignore[1]] = 0.0
+    worst, key = max((float((a["model"][k].double() - b["model"][k].double()).abs().max()), k)
+                     for k in a["model"] if a["model"][k].is_floating_point() and a["model"][k].numel())
+    assert worst <= atol, f"max |difference| of the final weights {worst:.3g} > {atol} (in {key})"
 
 
 def test_keys_depend_on_seed_step_and_global_position_only() -> None:
@@ -95,7 +100,9 @@ SCRIPTS = {
         "--dataset", "shapes", "--image_size", "32", "--decoder_upsamples", "2", "--num_slots", "3",
         "--slot_size", "16", "--mlp_hidden_size", "16", "--encoder_channels", "8", "--decoder_channels", "8",
         "--kernel_size", "3", "--eval_batch_size", "4", "--train_samples", "8", "--val_samples", "4",
-        "--num_workers", "0", "--epochs", "1", "--device", "cpu"]),
+        "--num_workers", "0", "--epochs", "1", "--device", "cpu",
+        # Schedule lengths in whole steps of --batch_size: the same in samples only when they divide.
+        "--warmup_steps_pct", "0", "--decay_steps_pct", "1"]),
     "slate": ("train_slate.py", "--log_path", [
         "--dataset", "shapes", "--image_size", "32", "--vocab_size", "32", "--d_model", "32", "--num_heads", "2",
         "--num_dec_blocks", "1", "--slot_size", "16", "--mlp_hidden_size", "16", "--num_slots", "3",
@@ -110,6 +117,10 @@ SCRIPTS = {
         "--num_slots", "3", "--slot_size", "16", "--mlp_hidden_size", "32", "--mlp_dec_hidden", "32",
         "--eval_batch_size", "4", "--train_samples", "8", "--val_samples", "4", "--num_workers", "0",
         "--lr_warmup_steps", "0", "--num_steps", "2", "--device", "cpu"]),
+    "smtc": ("train_smtc.py", "--output_path", [
+        "--image_size", "32", "--which_encoder", "vit_micro_p8", "--no_pretrained", "--num_slots", "4",
+        "--num_instance", "2", "--num_frames", "2", "--gap", "1", "--train_samples", "8", "--num_train_steps", "2",
+        "--grad_iter", "1", "--lr", "1e-4", "--entro_cons", "--bi_cons", "--device", "cpu"]),
 }
 
 
@@ -120,4 +131,5 @@ def test_two_processes_equal_one_for_every_training_script(tmp_path: Path, name:
     script, out_flag, args = SCRIPTS[name]
     one = train(tmp_path, "one", 1, 4, args, script, out_flag)
     two = train(tmp_path, "two", 2, 2, args, script, out_flag)
-    assert_same_weights(one, two)
+    # Slot Attention's alpha-logit bias: the softmax over slots cancels a bias shared by every slot.
+    assert_same_weights(one, two, ignore=("decoder.layers.6.bias", 3) if name == "slot_attention" else None)
