@@ -133,3 +133,11 @@ def test_two_processes_equal_one_for_every_training_script(tmp_path: Path, name:
     two = train(tmp_path, "two", 2, 2, args, script, out_flag)
     # Slot Attention's alpha-logit bias: the softmax over slots cancels a bias shared by every slot.
     assert_same_weights(one, two, ignore=("decoder.layers.6.bias", 3) if name == "slot_attention" else None)
+
+
+@pytest.mark.slow
+def test_spot_four_processes_equal_one(tmp_path: Path) -> None:
+    """1 x 4 against 4 x 1 (about 60 s on 2 cores): positions r, r + 4, ... of the global batch per rank."""
+    one = train(tmp_path, "one", 1, 4, [*SPOT_TINY, "--dropout", "0.1"], "train_spot.py")
+    four = train(tmp_path, "four", 4, 1, [*SPOT_TINY, "--dropout", "0.1"], "train_spot.py")
+    assert_same_weights(one, four)
