@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models import noise
 from models.decoders import MLPDecoder, mask_normalized
 from models.encoders import FrozenViT
 from models.slot_attention import INIT_SCHEMES, SlotAttention
@@ -81,11 +82,15 @@ def gumbel_keep(logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
     """Hard keep decisions [B, K] from selector logits [B, K, 2] (index 1 = keep).
 
     Straight-through Gumbel-softmax: the forward value is exactly 0 or 1 (the argmax of
-    ``logits + g``, g ~ Gumbel(0, 1) from the global torch RNG), the backward pass is the
+    ``logits + g``, g ~ Gumbel(0, 1) from the training batch's keys in a keyed forward, see
+    ``models/noise.py``, else from the global torch RNG), the backward pass is the
     gradient of the noisy soft sample ``softmax((logits + g) / tau)[..., 1]``. Adding
     ``soft - soft.detach()`` (exactly 0) keeps the forward value exact, unlike ``hard - soft.detach() + soft``.
     """
-    gumbels = -torch.empty_like(logits, dtype=torch.float32).exponential_().log()
+    exponentials = noise.exponential(logits.shape[0], logits.shape[1:], "adaslot_keep", logits.device, torch.float32)
+    if exponentials is None:
+        exponentials = torch.empty_like(logits, dtype=torch.float32).exponential_()
+    gumbels = -exponentials.log()
     soft = ((logits.float() + gumbels) / tau).softmax(dim=-1)[..., 1]
     hard = (soft > 0.5).to(soft.dtype)  # argmax over two classes; ties have probability 0
     return hard + (soft - soft.detach())
@@ -158,6 +163,7 @@ class AdaSlot(nn.Module):
         """Frozen features [B, N, D] of images [B, 3, H, W] in [0, 1] (the cacheable stage)."""
         return self.encoder(images)
 
+    @noise.keyed_forward
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         if "features" in batch:  # precomputed by the frozen encoder (datasets/feature_cache.py)
             return self.forward_features(batch["features"].float())

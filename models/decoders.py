@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models import noise
+from models.noise import KeyedDropout
 from models.permutations import inverse_ordering
 from models.position import SoftPositionEmbed
 
@@ -217,8 +219,8 @@ class _MultiHeadAttention(nn.Module):
         self.proj_k = _xavier_linear(dim, dim, bias=False)
         self.proj_v = _xavier_linear(dim, dim, bias=False)
         self.proj_o = _xavier_linear(dim, dim, bias=False, gain=out_gain)
-        self.attn_dropout = nn.Dropout(dropout)
-        self.output_dropout = nn.Dropout(dropout)
+        self.attn_dropout = KeyedDropout(dropout)
+        self.output_dropout = KeyedDropout(dropout)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         B, L, _ = x.shape
@@ -237,7 +239,10 @@ class _MultiHeadAttention(nn.Module):
         kh = self._heads(self.proj_k(kv))
         vh = self._heads(self.proj_v(kv))
         weights_mean: torch.Tensor | None = None
-        if return_weights or not self.sdpa:
+        # Training dropout inside a keyed forward takes the explicit path: SDPA draws its dropout
+        # mask from the device RNG, which would differ between processes (models/noise.py).
+        keyed_dropout = self.training and self.dropout > 0 and noise.current() is not None
+        if return_weights or not self.sdpa or keyed_dropout:
             # fp32 logits and softmax even under autocast (autocast would recast matmul inputs).
             with torch.autocast(device_type=q.device.type, enabled=False):
                 logits = torch.matmul(qh.float(), kh.float().transpose(-1, -2)) / math.sqrt(self.head_dim)
@@ -279,7 +284,7 @@ class _DecoderBlock(nn.Module):
         nn.init.kaiming_uniform_(fc1.weight, nonlinearity="relu")
         nn.init.zeros_(fc1.bias)
         self.ffn = nn.Sequential(
-            fc1, nn.ReLU(inplace=True), _xavier_linear(4 * dim, dim, bias=True, gain=gain), nn.Dropout(dropout)
+            fc1, nn.ReLU(inplace=True), _xavier_linear(4 * dim, dim, bias=True, gain=gain), KeyedDropout(dropout)
         )
 
     def forward(

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models import noise
+
 DOWNSAMPLING = 4  # one token per 4x4 pixels
 
 
@@ -73,5 +75,5 @@ class DVAE(nn.Module):
         straight-through one-hot when ``hard``) and ``reconstruction`` [B, 3, H, W].
         """
         log_probs = self.log_probs(images)
-        sample = F.gumbel_softmax(log_probs, tau=tau, hard=hard, dim=1)
+        sample = noise.gumbel_softmax(log_probs, tau, hard, 1, "dvae_sample")  # keyed in training (models/noise.py)
         return {"log_probs": log_probs, "sample": sample, "reconstruction": self.decode(sample)}

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models import noise
 from models.decoders import MLPDecoder
 from models.encoders import FrozenViT
 from models.slot_attention import SlotAttention, input_mlp
@@ -122,6 +123,7 @@ class FTDINOSAUR(nn.Module):
             raise ValueError("this model has no target encoder")
         return self.target_encoder(images)
 
+    @noise.keyed_forward
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         images = batch["image"]
         features = self.encoder(images)

@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal, RelaxedBernoulli
+from torch.distributions.utils import clamp_probs
 
+from models import noise
 from models.gnm_nets import (
     BackgroundDecoder, GlimpseDecoder, ImageEncoder, LocalLatentHead, StructDRAW, gaussian_params, mlp,
 )
@@ -175,8 +177,20 @@ def check_config(config: GNMConfig) -> None:
 
 
 def sample_normal(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Reparameterised sample of N(mean, std^2)."""
-    return mean + std * torch.randn_like(std)
+    """Reparameterised sample of N(mean, std^2) (keyed in a training forward, models/noise.py)."""
+    return mean + std * noise.randn_like(std, "gnm_normal")
+
+
+def relaxed_bernoulli_rsample(tau: float, logits: torch.Tensor) -> torch.Tensor:
+    """Reparameterised relaxed Bernoulli sample (``RelaxedBernoulli(tau, logits).rsample()``), with
+    keyed uniforms in a training forward (models/noise.py) and the distribution's own draw otherwise."""
+    uniforms = noise.rand(logits.shape[0], logits.shape[1:], "gnm_pres", logits.device, logits.dtype)
+    if uniforms is None:
+        return RelaxedBernoulli(torch.tensor(tau, device=logits.device), logits=logits).rsample()
+    # The same formula as torch.distributions' LogitRelaxedBernoulli, then the sigmoid.
+    probs = clamp_probs(torch.sigmoid(logits))
+    uniforms = clamp_probs(uniforms)
+    return torch.sigmoid((uniforms.log() - (-uniforms).log1p() + probs.log() - (-probs).log1p()) / tau)
 
 
 def gaussian_kl(q_mean: torch.Tensor, q_std: torch.Tensor, p_mean: torch.Tensor, p_std: torch.Tensor) -> torch.Tensor:
@@ -273,12 +287,13 @@ class GNM(nn.Module):
     def _sample_gaussians(stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: sample_normal(stats[f"{k}_mean"], stats[f"{k}_std"]) for k in ("where", "depth", "what")}
 
+    @noise.keyed_forward
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         image = batch["image"]
         sched = self.schedule_values()
         post = self.infer(image)
         q, p = post["q"], post["p"]
-        z_pres = RelaxedBernoulli(torch.tensor(sched["tau_pres"], device=image.device), logits=q["pres_logits"]).rsample()
+        z_pres = relaxed_bernoulli_rsample(sched["tau_pres"], q["pres_logits"])
         force_alpha = None
         if self._in_curriculum():
             z_pres = z_pres.clamp(max=CURRICULUM_MAX_PRES)

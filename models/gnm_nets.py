@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models import noise
+
 ENCODER_PAIR_FILTERS: tuple[int, ...] = (16, 32, 64, 128)  # 128 px: [16,16,32,32,64,64,128,128] + final
 GLIMPSE_FILTERS: tuple[int, ...] = (128, 64, 32, 16, 8)  # then 4 channels (RGB + alpha)
 BG_FILTERS: tuple[int, ...] = (128, 64, 32, 16, 8)  # then a 3x3 conv to RGB
@@ -131,11 +133,11 @@ class StructDRAW(nn.Module):
                 enc_in = torch.cat([encoding, encoding - canvas, dec_state[0]], dim=1)
                 enc_state = self.encoder(enc_in, enc_state)
                 q_mean, q_std = gaussian_params(self.q_net(enc_state[0].flatten(1)))
-                z = q_mean + q_std * torch.randn_like(q_std)
+                z = q_mean + q_std * noise.randn_like(q_std, "gnm_draw_q")
                 out["q_mean"].append(q_mean)
                 out["q_std"].append(q_std)
             else:
-                z = p_mean + p_std * torch.randn_like(p_std)
+                z = p_mean + p_std * noise.randn_like(p_std, "gnm_draw_p")
             z_map = self.z_to_map(z).view(b, self.enc_dim, g, g)
             dec_state = self.decoder(torch.cat([z_map, canvas], dim=1), dec_state)
             canvas = canvas + self.to_canvas(dec_state[0])

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models import noise
 from models.decoders import AutoregressiveDecoder
 from models.dvae import DOWNSAMPLING, DVAE
 from models.slot_attention import TRUNCATIONS, SlotAttention, input_mlp
@@ -118,7 +119,7 @@ class SLATE(nn.Module):
             self.bos_embedding = nn.Parameter(torch.randn(1, d))
             self.bos_position = nn.Parameter(torch.empty(1, d))
             nn.init.trunc_normal_(self.bos_position)
-        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.embedding_dropout = noise.KeyedDropout(config.dropout)
         self.input_mlp = input_mlp(d)
         self.slot_attention = SlotAttention(
             input_dim=d,
@@ -158,7 +159,7 @@ class SLATE(nn.Module):
         (whose cross-entropy drives the plateau LR halving), unless ``eval_tokens="argmax"``.
         """
         if self.training or self.config.eval_tokens == "sample":
-            tokens = F.gumbel_softmax(log_probs, tau=float(self.tau), hard=True, dim=1).argmax(dim=1)
+            tokens = noise.gumbel_softmax(log_probs, float(self.tau), True, 1, "slate_tokens").argmax(dim=1)
         else:
             tokens = log_probs.argmax(dim=1)
         return tokens.flatten(1)
@@ -180,6 +181,7 @@ class SLATE(nn.Module):
         embeddings = self.embed(tokens)
         return embeddings, self.slot_attention(self.input_mlp(embeddings))
 
+    @noise.keyed_forward
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         images = batch["image"]
         b = images.shape[0]

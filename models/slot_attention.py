@@ -12,6 +12,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from models import noise as keyed_noise
+
 InitMethod = Literal["shared_gaussian", "embedding"]
 Truncation = Literal["none", "bi-level", "fixed-point"]
 Update = Literal["gru", "residual"]
@@ -42,13 +44,16 @@ class SlotInitializer(nn.Module):
             nn.init.xavier_uniform_(self.embedding)
 
     def forward(self, batch_size: int, num_slots: int | None = None) -> torch.Tensor:
-        """Return initial slots [B, K, D]; Gaussian samples use the global torch RNG."""
+        """Return initial slots [B, K, D]. Gaussian samples come from the training batch's keys
+        inside a keyed forward (``models/noise.py``), else from the global torch RNG."""
         if self.method == "embedding":
             if num_slots not in (None, self.num_slots):
                 raise ValueError("embedding init has a fixed number of slots")
             return self.embedding.unsqueeze(0).expand(batch_size, -1, -1)
         k = num_slots or self.num_slots
-        noise = torch.randn(batch_size, k, self.slot_dim, device=self.mu.device, dtype=self.mu.dtype)
+        noise = keyed_noise.randn(batch_size, (k, self.slot_dim), "slot_init", self.mu.device, self.mu.dtype)
+        if noise is None:
+            noise = torch.randn(batch_size, k, self.slot_dim, device=self.mu.device, dtype=self.mu.dtype)
         return self.mu + self.log_sigma.exp() * noise
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models import noise
 from models.decoders import ACTIVATIONS, CONV_INITS, SpatialBroadcastDecoder, activation_layer, broadcast_size, init_weights
 from models.position import SoftPositionEmbed
 from models.slot_attention import SlotAttention
@@ -146,6 +147,7 @@ class SlotAttentionAE(nn.Module):
             activation=config.activation,
         )
 
+    @noise.keyed_forward
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         images = batch["image"]
         if tuple(images.shape[-2:]) != (self.config.image_size,) * 2:

@@ -32,6 +32,7 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from datasets.two_view import IMAGENET_MEAN, IMAGENET_STD
+from models import noise as keyed_noise
 from models.resnet import ResNet, load_torchvision_weights
 from utils.distributed import all_gather_cat, rank, world_size
 
@@ -199,10 +200,15 @@ def slot_contrastive_loss(query_slots: torch.Tensor, key_slots: torch.Tensor, qu
 
 def draw_fa_noise(num_prototypes: int, dim: int, sigma1: float, sigma2: float,
                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-prototype, per-channel alpha ~ N(1, sigma1), beta ~ N(0, sigma2); the same on every rank."""
-    noise = torch.randn(2, num_prototypes, dim, device=device)
-    if world_size() > 1:
-        dist.broadcast(noise, src=0)  # one broadcast instead of upstream's 512
+    """Per-prototype, per-channel alpha ~ N(1, sigma1), beta ~ N(0, sigma2); the same on every rank.
+
+    In a keyed training forward (models/noise.py) they come from the step key, identical on every
+    rank by construction; otherwise rank 0 draws them and broadcasts."""
+    noise = keyed_noise.step_randn((2, num_prototypes, dim), "slotfa_alpha_beta", device)
+    if noise is None:
+        noise = torch.randn(2, num_prototypes, dim, device=device)
+        if world_size() > 1:
+            dist.broadcast(noise, src=0)  # one broadcast instead of upstream's 512
     return 1.0 + sigma1 * noise[0], sigma2 * noise[1]
 
 
@@ -272,6 +278,7 @@ class SlotCon(nn.Module):
     def _teacher(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.grouping_k(self.projector_k(self.encoder_k(x)))
 
+    @keyed_noise.keyed_forward
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         if "view1" not in batch:
             return self.predict(batch["image"])

@@ -29,7 +29,9 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from models import noise as keyed_noise
 from models.slot_attention import SlotAttention
+from utils.distributed import all_reduce_sum, world_size
 
 
 @dataclass
@@ -143,12 +145,14 @@ def match_order(cos: torch.Tensor) -> torch.Tensor:
 
 
 def instance_loss(student: torch.Tensor, teacher: torch.Tensor, valid_s: torch.Tensor, valid_t: torch.Tensor,
-                  margin: float = 0.5) -> torch.Tensor:
+                  margin: float = 0.5, global_count: bool = False) -> torch.Tensor:
     """Hungarian instance consistency over all ordered frame pairs, i = j included.
 
     student/teacher: L2-normalised projections [B, T, S, P, D]; valid_*: [B, T, S, P].
     Per student instance: valid_s * (mean_neg ReLU(cos - margin) - valid_t(match) * cos(match)),
-    summed and divided by the number of valid student instances.
+    summed and divided by the number of valid student instances. ``global_count`` (training under
+    DDP): divided by the mean count per process over all processes instead of this process's, so
+    that DDP's gradient average equals one process's loss on the global batch.
     """
     b, t, s, p, _ = student.shape
     total = student.new_zeros(())
@@ -163,6 +167,8 @@ def instance_loss(student: torch.Tensor, teacher: torch.Tensor, valid_s: torch.T
             term = valid_s[:, i] * (neg - vt * ranked[..., 0])
             total = total + term.sum()
             count = count + valid_s[:, i].sum()
+    if global_count and world_size() > 1:
+        count = all_reduce_sum(count.detach()) / world_size()
     return total / (count + 1e-10)
 
 
@@ -219,7 +225,23 @@ def shift_hue(video: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 def colour_params(batch: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Random draws of :func:`colour_augment` for ``batch`` clips (one set per clip; the jitter's
-    order of brightness, contrast, saturation, hue is one permutation for the whole batch)."""
+    order of brightness, contrast, saturation, hue is one permutation for the whole batch).
+
+    Inside a keyed training forward (models/noise.py, no ``generator``) each clip's set comes from
+    its sample key and the order from the step key, so they do not depend on the process count."""
+    generators = keyed_noise.sample_generators(batch, "smtc_colour") if generator is None else None
+    if generators is not None:
+        draws = [torch.rand(7, generator=g) for g in generators]  # gray, jitter, 3 factors, hue, blur
+        per_clip = torch.stack(draws)
+        order = keyed_noise.step_randperm(4, "smtc_jitter_order")
+        return {
+            "gray": per_clip[:, 0] < 0.2,
+            "jitter": per_clip[:, 1] < 0.8,
+            "factors": 1 + (per_clip[:, 2:5] * 2 - 1) * JITTER,
+            "hue": (per_clip[:, 5] * 2 - 1) * HUE,
+            "order": order if order is not None else torch.randperm(4),
+            "blur": per_clip[:, 6] < 0.5,
+        }
     return {
         "gray": torch.rand(batch, generator=generator) < 0.2,
         "jitter": torch.rand(batch, generator=generator) < 0.8,
@@ -335,7 +357,9 @@ class SMTCNet(nn.Module):
             stage1 = sa(inputs)  # embedding init: the S means mu
             semantic_logits = stage1["attn_logits"]  # [BT, N, S], raw scaled dot products
             mu = sa.init.embedding.view(1, s, 1, d)
-            noise = torch.randn(b * t, s, p, d, device=video.device, dtype=mu.dtype)
+            noise = keyed_noise.randn(b, (t, s, p, d), "smtc_instances", video.device, mu.dtype)  # training: keyed
+            noise = torch.randn(b * t, s, p, d, device=video.device, dtype=mu.dtype) if noise is None \
+                else noise.view(b * t, s, p, d)
             init2 = mu + self.log_sigma.exp() * noise
             if not cfg.reparam_instances:
                 # The official draw (torch.normal(mu, sigma)) passes no gradient to mu or sigma, only
@@ -413,6 +437,7 @@ class SMTC(nn.Module):
                 continue
             teacher[name].mul_(m).add_(param.detach(), alpha=1 - m)
 
+    @keyed_noise.keyed_forward
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``batch["video"]`` [B, T, 3, H, W] in [0, 1]; an ``image`` batch [B, 3, H, W] is read as
         one-frame clips (so image tools such as predict.py get semantic masks)."""
@@ -429,7 +454,7 @@ class SMTC(nn.Module):
         valid_s = validity(student["semantic_logits"], student["semantic_slots"], student["instance_slots"], cfg)
         valid_t = validity(teacher["semantic_logits"], teacher["semantic_slots"], teacher["instance_slots"], cfg)
         losses = {"instance": instance_loss(student["projections"], teacher["projections"], valid_s, valid_t,
-                                            cfg.negative_margin)}
+                                            cfg.negative_margin, global_count=self.training)}
         loss = losses["instance"]
         if cfg.entro_cons:
             losses["differ"] = diversity_loss(student["semantic_logits"])

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models import noise
 from models.decoders import AutoregressiveDecoder, MLPDecoder
 from models.encoders import FrozenViT
 from models.permutations import patch_orderings
@@ -144,9 +145,13 @@ class SPOT(nn.Module):
             return [0]
         if mode == "all":
             return list(range(self.config.num_orderings))
-        # One ordering per batch, drawn from the torch RNG so that --seed and resume cover it. A
-        # 0-d tensor on the model's device: no .item() host sync, no graph break under torch.compile.
-        return [torch.randint(self.config.num_orderings, (), device=self.orderings.device)]
+        # One ordering per batch. In training, from the step's key (models/noise.py): the same on
+        # every process, so the whole global batch shares it as with one process. Otherwise from
+        # the torch RNG (--seed covers it). A 0-d tensor on the model's device: no .item() host sync.
+        index = noise.step_randint(self.config.num_orderings, "spot_ordering", self.orderings.device)
+        if index is None:
+            index = torch.randint(self.config.num_orderings, (), device=self.orderings.device)
+        return [index]
 
     def decode(self, slots: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """Reconstruction [B, N, D] and decoder masks [B, K, N], averaged over orderings."""
@@ -197,6 +202,7 @@ class SPOT(nn.Module):
             cached = self._prefix_check = (versions, k if same else 0)
         return cached[1]
 
+    @noise.keyed_forward
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         if "features" in batch:  # precomputed by the frozen encoder (datasets/feature_cache.py)
             features = batch["features"].float()

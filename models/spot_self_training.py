@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from models import build_encoder_from_spec
+from models import build_encoder_from_spec, noise
 from models.encoders import SMALL_ENCODERS, FrozenViT, resolve_encoder_name
 from models.spot import SPOT, SPOTConfig, check_config
 from utils.checkpoint import load_model_state
@@ -147,6 +147,7 @@ class SelfTrainingSPOT(SPOT):
         return cosine_weight(self.ce_weight, self.final_ce_weight, int(batch.get("step", 0)),
                              int(batch.get("total_steps", 1)))
 
+    @noise.keyed_forward
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         images = batch["image"]
         k = self.encoder.first_trainable_block()

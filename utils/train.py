@@ -12,6 +12,13 @@ Under ``torchrun`` (see :mod:`utils.distributed`) the same loop runs DDP: every 
 inside the DDP-wrapped forward, rank 0 alone writes, and evaluation metrics are summed over
 ranks. SIGTERM/SIGINT and ``--timeout`` stop cleanly with a checkpoint.
 
+Random draws of a training step: every training batch carries ``sample_seed`` (int64 [B], a fixed
+hash of (seed, step, the sample's position in the global batch)) and ``step_seed`` (int64, of
+(seed, step)). Models draw their training noise from these keys through :mod:`models.noise`
+(``@noise.keyed_forward`` on ``forward`` plus the keyed draw helpers), so the draws do not depend on
+the number of processes and a resumed run draws what an uninterrupted one would; batches without
+keys (evaluation, prediction) draw from the global RNG as before. See docs/distributed.md.
+
 Optional hooks, found by name so that methods without them need nothing:
 * ``lr_schedule(step)`` may return one LR for every parameter group or a list with one LR per
   group; a schedule with ``observe(record)`` is fed every evaluation record (plateau decay), and
@@ -37,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from datasets import no_masks_reason
+from models import noise
 from utils import distributed
 from utils.checkpoint import (CHECKPOINT_NAME, load_model_state, model_state, numpy_rng_from_plain, numpy_rng_to_plain,
                               remove_stale_temporaries, save_checkpoint)
@@ -593,6 +601,16 @@ class Trainer:
         epoch, offset = divmod(self.step, self.steps_per_epoch)
         return epoch * (len(self.train_set) // self.cfg.batch_size) + offset * self.world_size
 
+    def noise_keys(self) -> dict[str, torch.Tensor]:
+        """``sample_seed`` [B] and ``step_seed`` (0-d) of this step: see :mod:`models.noise`.
+
+        Rank ``r`` of ``W`` holds positions ``r, r + W, ...`` of the step's global batch (see
+        :class:`EpochSampler`), so a sample gets the same key whatever the number of processes.
+        """
+        positions = torch.arange(self.cfg.batch_size) * self.world_size + self.rank
+        return {"sample_seed": noise.sample_seeds(self.cfg.seed, self.step, positions),
+                "step_seed": torch.tensor(noise.step_seed(self.cfg.seed, self.step), dtype=torch.int64)}
+
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         """One optimisation step on this rank's share of the global batch."""
         groups = self.optimizer.param_groups
@@ -603,10 +621,10 @@ class Trainer:
         for group, lr in zip(groups, lrs):
             group["lr"] = lr
         self.sync_model_step()
-        # Position in training, for models with schedules of their own (e.g. SPOT stage 2's CE weight);
-        # the loss comes out of the DDP-wrapped forward.
+        # Position in training, for models with schedules of their own (e.g. SPOT stage 2's CE weight),
+        # and the keys of the step's random draws; the loss comes out of the DDP-wrapped forward.
         with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.use_amp):
-            out = self.train_module({**batch, "step": self.step, "total_steps": self.total_steps})
+            out = self.train_module({**batch, "step": self.step, "total_steps": self.total_steps, **self.noise_keys()})
         loss = out["loss"].float()
         bad_here = not bool(torch.isfinite(loss.detach()))
         bad_loss = bad_here
