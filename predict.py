@@ -71,10 +71,7 @@ def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn
     """The checkpoint's model in eval mode, its record, and its square input side."""
     ckpt_path = resolve_checkpoint(args.checkpoint)
     checkpoint = load_any_checkpoint(ckpt_path, trust=args.trust_checkpoint)  # ours, or released (imported in memory)
-    method = checkpoint["method"]
-    if method not in METHODS:
-        raise UserError(f"{ckpt_path} is a {method!r} checkpoint, which predict.py cannot render; "
-                        f"this version of the code rebuilds {', '.join(METHODS)}")
+    method = checkpoint["method"]  # a registered method: loading checks it
     if not METHODS[method]().image_model:
         raise UserError(f"{ckpt_path} is a {method} checkpoint of a video model; predict.py renders image models "
                         f"(evaluate it with eval_{method}.py)")
