@@ -74,7 +74,10 @@ def main(argv: list[str] | None = None) -> dict:
     args, run_dir, checkpoint = parse_train_args(parser, argv)
     datasets = build_datasets(args, run_dir)
     teacher, spec, record = loaded or teacher_from(args)
-    if checkpoint is not None and checkpoint.get("teacher", {}).get("fingerprint") != record["fingerprint"]:
+    recorded = (checkpoint or {}).get("teacher", {}).get("fingerprint")
+    # A float64 sum: equal weights read in another key order may differ in the last bits.
+    if checkpoint is not None and (recorded is None or abs(recorded - record["fingerprint"])
+                                   > 1e-9 * max(abs(recorded), 1.0)):
         raise UserError(f"the teacher checkpoint {record['checkpoint']} is not the one this run started with; "
                         "restore it to resume")
     student = build_student(args, teacher)

@@ -98,11 +98,18 @@ def keyed(batch: Mapping[str, Any]) -> Iterator[Keys | None]:
     """Within the block, the draw helpers use the keys ``batch`` carries (none: plain draws).
 
     A nested block for a batch with the same keys (a model calling another keyed model on its
-    batch) continues the outer block's draw counts instead of repeating its numbers.
+    batch) continues the outer block's draw counts instead of repeating its numbers. The state is
+    only changed where it must be: ``torch.compile`` cannot trace a ``ContextVar`` change, so the
+    training loop enters the block outside the compiled forward, and a batch without keys
+    (evaluation, the compile tests) changes nothing.
     """
     keys, outer = keys_of(batch), _CURRENT.get()
+    if keys is None and outer is None:  # nothing to make current: leave the state alone
+        yield None
+        return
     if keys is not None and outer is not None and (keys.sample, keys.step) == (outer.sample, outer.step):
-        keys = outer
+        yield outer  # already current (the training loop entered the block before a compiled forward)
+        return
     token = _CURRENT.set(keys)
     try:
         yield keys

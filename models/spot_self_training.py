@@ -174,8 +174,9 @@ class SelfTrainingSPOT(SPOT):
 
 
 def teacher_fingerprint(state: dict[str, torch.Tensor]) -> float:
-    """A cheap checksum of a teacher's stored weights (sum of |w| in float64)."""
-    return float(sum(v.double().abs().sum() for v in state.values() if v.is_floating_point()))
+    """A cheap checksum of a teacher's stored weights (sum of |w| in float64, in key order, so that
+    the same weights give the same value whichever file layout they were read from)."""
+    return float(sum(state[k].double().abs().sum() for k in sorted(state) if state[k].is_floating_point()))
 
 
 def _canonical_encoder(name: str) -> str:

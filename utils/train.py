@@ -623,8 +623,10 @@ class Trainer:
         self.sync_model_step()
         # Position in training, for models with schedules of their own (e.g. SPOT stage 2's CE weight),
         # and the keys of the step's random draws; the loss comes out of the DDP-wrapped forward.
-        with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.use_amp):
-            out = self.train_module({**batch, "step": self.step, "total_steps": self.total_steps, **self.noise_keys()})
+        keyed_batch = {**batch, "step": self.step, "total_steps": self.total_steps, **self.noise_keys()}
+        # The keys are made current here, outside a compiled forward (models/noise.py).
+        with noise.keyed(keyed_batch), torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.use_amp):
+            out = self.train_module(keyed_batch)
         loss = out["loss"].float()
         bad_here = not bool(torch.isfinite(loss.detach()))
         bad_loss = bad_here
