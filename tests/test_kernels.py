@@ -280,3 +280,28 @@ def test_compile_is_not_applied_on_the_cpu(tmp_path: Path, monkeypatch) -> None:
     train_spot.main([*TINY, "--dec_type", "mlp", "--train_permutations", "standard", "--epochs", "1",
                      "--max_steps", "1", "--compile", "--device", "cpu", "--log_path", str(tmp_path)])
     assert calls == [] and load_checkpoint(only_run(tmp_path))["step"] == 1
+
+
+@pytest.mark.filterwarnings("ignore")  # dynamo warns about the graph breaks at the keyed draws
+def test_compiled_training_step_with_noise_keys_matches_eager() -> None:
+    """With the training loop's noise keys (models/noise.py) the compiled forward breaks its graph at the
+    keyed draws but computes the same steps: the keys are made current outside the compiled module."""
+    from models import noise
+
+    results = []
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        model = tiny_model("spot").train()
+        module = torch.compile(model, backend="aot_eager") if compiled else model
+        images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+        losses = []
+        for step in range(3):
+            batch = {"image": images, "step": step, "total_steps": 3,
+                     "sample_seed": noise.sample_seeds(0, step, range(4)), "step_seed": torch.tensor(noise.step_seed(0, step))}
+            with noise.keyed(batch):
+                out = module(batch)
+            model.zero_grad()
+            out["loss"].backward()
+            losses.append(out["loss"].detach())
+        results.append(torch.stack(losses))
+    torch.testing.assert_close(results[1], results[0], rtol=1e-5, atol=1e-6)
