@@ -21,10 +21,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from datasets.image_folder import IMAGE_SUFFIXES, ImageFiles, LabelledImageFolder, Preprocessed, ShapesImages
+from ground.errors import UserError
+from ground.state_dict import load_model_state
 from models import build_model
-from utils.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
+from utils.checkpoint import load_checkpoint, resolve_checkpoint
 from utils.cli import add_trust_arg
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
 from utils.probe import knn_accuracy, linear_probe_accuracy, prototype_scores
 from utils.run import select_device
 from utils.visualize import save_prototype_grid

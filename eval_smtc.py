@@ -30,10 +30,12 @@ from datasets.fbms import FbmsSequences
 from datasets.jhmdb import JhmdbVideos
 from datasets.segtrackv2 import SegTrackV2Sequences
 from datasets.vip import VipVideos
+from ground.errors import UserError
+from ground.state_dict import load_model_state
 from models import build_encoder_from_spec, build_model
-from utils.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
+from utils.checkpoint import load_checkpoint, resolve_checkpoint
 from utils.cli import add_encoder_args, add_trust_arg, encoder_spec
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
 from utils.label_propagation import SETTINGS, PropagationSettings
 from utils.logging import get_logger
 from utils.run import seed_everything, select_device

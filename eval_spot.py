@@ -22,14 +22,16 @@ from typing import Any
 import torch
 
 from datasets import build_dataset, limit, no_masks_reason
+from ground.errors import UserError
+from ground.state_dict import load_model_state
 from metrics import SegmentationMetrics
 from metrics import masks_to_labels
 from metrics.baselines import baseline_labels, kmeans_masks
 from models import METHODS, MethodSpec, build_model, model_config_of
 from utils import distributed
-from utils.checkpoint import load_model_state, resolve_checkpoint
+from utils.checkpoint import resolve_checkpoint
 from utils.cli import add_data_args, add_encoder_args, add_trust_arg, data_options, one_line_errors
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
 from utils.evaluation import evaluate
 from utils.logging import METRICS_JSON, get_logger, write_json
 from utils.released import checkpoint_settings, load_any_checkpoint

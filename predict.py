@@ -24,10 +24,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ground.errors import UserError
+from ground.state_dict import load_model_state
 from models import METHODS, build_model
-from utils.checkpoint import load_model_state, resolve_checkpoint
+from utils.checkpoint import resolve_checkpoint
 from utils.cli import add_trust_arg
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
 from utils.inference import (RESIZE_MODES, UnreadableImage, labels_for_input, list_inputs, match_slots,
                              pick_mask_source, read_image, to_model_input, write_prediction)
 from utils.logging import get_logger

@@ -16,7 +16,8 @@ import math
 from pathlib import Path
 
 
-from datasets.feature_cache import add_cache_args, check_frozen_encoder
+from ground.errors import UserError
+from ground.schedules import WarmupExponentialDecay
 from models import build_encoder_from_spec, encoder_fingerprint
 from models.adaslot import ARCHITECTURE_FIELDS, AdaSlot, AdaSlotConfig, add_model_args, check_config, \
     check_warm_start_source, warm_start
@@ -24,10 +25,10 @@ from models.encoders import resolve_encoder_name
 from utils.checkpoint import load_checkpoint
 from utils.cli import (ResizeTo, add_data_args, add_encoder_args, add_flag_aliases, add_train_args, build_datasets,
                        encoder_spec, parse_train_args, train_config)
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
+from utils.feature_cache import add_cache_args, check_frozen_encoder
 from utils.logging import check_wandb, get_logger, start_wandb
 from utils.run import explicit_flags, select_device
-from utils.schedules import WarmupExponentialDecay
 from utils.train import Trainer, make_adam
 
 log = get_logger()

@@ -17,20 +17,22 @@ from pathlib import Path
 from typing import Any
 
 
-from datasets.feature_cache import (CachedFeatures, ImagesWithCachedTargets, add_cache_args, check_cache_encoder,
-                                    check_cache_flags)
+from datasets.feature_cache import CachedFeatures, ImagesWithCachedTargets
+from ground.errors import UserError
+from ground.schedules import GroupWarmupCosine
+from ground.state_dict import describe_key_mismatch, model_state
 from models import build_encoder_from_spec, encoder_fingerprint
 from models.encoders import SMALL_ENCODERS, resolve_encoder_name
 from models.ftdinosaur import FTDINOSAUR, FTDINOSAURConfig, add_model_args, check_config, encoder_record, parameter_groups
 from models.position import resample_grid_embedding
 from utils import distributed
-from utils.checkpoint import describe_key_mismatch, load_checkpoint, model_state, resolve_checkpoint
+from utils.checkpoint import load_checkpoint, resolve_checkpoint
 from utils.cli import (add_data_args, add_encoder_args, add_train_args, build_datasets, encoder_spec, one_line_errors,
                        parse_train_args, train_config)
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
+from utils.feature_cache import add_cache_args, check_cache_encoder, check_cache_flags
 from utils.logging import get_logger
 from utils.run import select_device
-from utils.schedules import GroupWarmupCosine
 from utils.train import Trainer, make_adam
 
 log = get_logger()

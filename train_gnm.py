@@ -16,9 +16,10 @@ import argparse
 
 import torch
 
+from ground.errors import UserError
 from models.gnm import GNM, GNMConfig, add_model_args, check_config, estimate_nll
 from utils.cli import add_data_args, add_train_args, build_datasets, parse_train_args, train_config
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
 from utils.logging import METRICS_JSON, get_logger, write_json
 from utils.run import explicit_flags, select_device
 from utils.train import Trainer, make_loader

@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 
 
+from ground.errors import UserError
+from ground.schedules import SlateSchedule
 from models.slate import SLATE, SLATEConfig, add_model_args, check_config
 from utils.cli import add_data_args, add_train_args, build_datasets, parse_train_args, train_config
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
 from utils.run import select_device
-from utils.schedules import SlateSchedule
 from utils.train import Trainer, make_adam
 
 SCHEDULERS = ("warmup", "none")

@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 
 
+from ground.errors import UserError
+from ground.schedules import WarmupExponentialDecay
 from models.slot_attention_ae import SlotAttentionAE, SlotAttentionAEConfig, add_model_args, check_config
 from utils.cli import add_data_args, add_train_args, build_datasets, parse_train_args, train_config
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
 from utils.run import explicit_flags, select_device
-from utils.schedules import WarmupExponentialDecay
 from utils.train import Trainer, make_adam
 
 # Shared training flags that belong to the SPOT recipe and have no meaning here.

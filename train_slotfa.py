@@ -17,15 +17,16 @@ from torch import nn
 
 from datasets.image_folder import PRETRAIN_DATASETS, build_pretrain_images, pretrain_files
 from datasets.two_view import TwoViewDataset, crop_side
+from ground.errors import UserError
+from ground.schedules import WarmupCosineFrom
 from models.resnet import ARCHS
 from models.slotfa import FA_GRAD_MODES, METHOD_NAMES, SlotCon, SlotConConfig
 from utils.checkpoint import CHECKPOINT_NAME
 from utils.cli import add_stop_args, add_trust_arg, parse_train_args
 from utils.distributed import world_size
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
 from utils.lars import LARS
 from utils.run import select_device
-from utils.schedules import WarmupCosineFrom
 from utils.train import Trainer, TrainConfig
 
 

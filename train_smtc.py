@@ -16,11 +16,12 @@ import math
 import torch
 
 from datasets import VIDEO_DATASETS, build_video_dataset
+from ground.errors import UserError
 from models import build_encoder_from_spec, encoder_fingerprint
 from models.smtc import SMTC, SMTCConfig, lr_at, parameter_groups
 from utils.cli import add_data_args, add_encoder_args, add_train_args, encoder_spec, parse_train_args
 from utils.distributed import world_size
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
 from utils.run import select_device
 from utils.train import Trainer, TrainConfig, make_adam
 

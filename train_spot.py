@@ -12,14 +12,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from datasets.feature_cache import add_cache_args, check_frozen_encoder
+from ground.schedules import WarmupCosine, spot_warmup_steps
 from models import build_encoder_from_spec, encoder_fingerprint
 from models.spot import SPOT, SPOTConfig, add_model_args, check_config
 from utils.cli import (add_data_args, add_encoder_args, add_train_args, build_datasets, encoder_spec, parse_train_args,
                        train_config)
 from utils.errors import run_cli
+from utils.feature_cache import add_cache_args, check_frozen_encoder
 from utils.run import select_device
-from utils.schedules import WarmupCosine, spot_warmup_steps
 from utils.train import Trainer, make_adam
 
 

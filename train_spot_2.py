@@ -16,13 +16,15 @@ from __future__ import annotations
 import argparse
 
 import train_spot
+from ground.errors import UserError
 from models.slot_attention import INIT_METHODS, TRUNCATIONS
 from models.spot import PERMUTATION_MODES
-from models.spot_self_training import build_student, load_teacher, teacher_fingerprint
+from models.spot_self_training import teacher_fingerprint
 from utils.checkpoint import resolve_checkpoint
 from utils.cli import build_datasets, parse_train_args
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
 from utils.released import checkpoint_settings, load_any_checkpoint
+from utils.self_training import build_student, load_teacher
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import device_name, memory_label, peak_memory_mb, time_train_steps  # noqa: E402
 
+from ground.schedules import SlateSchedule  # noqa: E402
 from models.slate import SLATE, SLATEConfig  # noqa: E402
 from utils.run import select_device  # noqa: E402
-from utils.schedules import SlateSchedule  # noqa: E402
 from utils.train import Trainer, TrainConfig, make_adam  # noqa: E402
 
 CONFIGS = {

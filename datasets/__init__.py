@@ -5,7 +5,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset, Subset
 
-from utils.errors import UserError
+from ground.errors import UserError
 
 DATASETS: tuple[str, ...] = ("shapes", "coco", "voc", "movi", "clevr", "clevr6", "clevr10", "tetrominoes", "clevrtex", "clevrtex6")
 # The object-discovery seed's other image datasets (docs/data.md); only ravens has masks.

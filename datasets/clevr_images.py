@@ -27,7 +27,7 @@ from PIL import Image
 
 from datasets.layout import CheckedImageDataset, check_present, require_dir, require_nonempty
 from datasets.transforms import crop_resize_image, decoding, image_to_tensor
-from utils.errors import UserError
+from ground.errors import UserError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 LAYOUT_HINT = (

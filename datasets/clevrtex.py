@@ -32,8 +32,8 @@ import torch
 from torch.utils.data import Dataset
 
 from datasets.transforms import centre_crop_box, crop_resize_image, crop_resize_labels, image_to_tensor
-from utils.errors import UserError
-from utils.logging import get_logger
+from ground.errors import UserError
+from ground.log import get_logger
 
 log = get_logger()
 

@@ -32,7 +32,7 @@ from pycocotools import mask as mask_utils
 
 from datasets.layout import CheckedImageDataset, check_present, require_dir, require_file, require_nonempty, scan_headers
 from datasets.transforms import HFLIP_PROB, augmentation_rng, bool_to_tensor, crop_view, label_window, labels_to_tensor, load_short_side
-from utils.errors import UserError
+from ground.errors import UserError
 
 SPLIT_NAMES = {"train": "train2017", "val": "val2017"}
 LAYOUT_HINT = (

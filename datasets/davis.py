@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from utils.errors import UserError
-from utils.visualize import palette
+from ground.errors import UserError
+from ground.palette import palette
 
 VOID_LABEL = 255
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.video_folders import ForegroundSequences, resolve_root, subfolders
-from utils.errors import UserError
+from ground.errors import UserError
 
 TEST_SEQUENCES: tuple[str, ...] = (
     "camel01", "cars1", "cars10", "cars4", "cars5", "cats01", "cats03", "cats06", "dogs01", "dogs02", "farm01",

@@ -15,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from utils.errors import UserError
+from ground.errors import UserError
 
 PRETRAIN_DATASETS: tuple[str, ...] = ("shapes", "COCO", "COCOplus", "ImageNet")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}

@@ -20,8 +20,8 @@ import numpy as np
 import scipy.io
 
 from datasets.video_folders import resolve_root, stack_frames
-from utils.errors import UserError
-from utils.logging import get_logger
+from ground.errors import UserError
+from ground.log import get_logger
 
 log = get_logger()
 

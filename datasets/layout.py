@@ -20,8 +20,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from datasets.transforms import IMAGE_ERRORS, CorruptImageError
-from utils.errors import UserError
-from utils.logging import get_logger
+from ground.errors import UserError
+from ground.log import get_logger
 
 log = get_logger()
 

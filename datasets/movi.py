@@ -31,8 +31,8 @@ from PIL import Image
 
 from datasets.layout import CheckedImageDataset, check_present, require_dir, require_nonempty, scan_headers
 from datasets.transforms import bool_to_tensor, crop_view, decoding, label_window, labels_to_tensor, load_short_side
-from utils.errors import UserError
-from utils.logging import get_logger
+from ground.errors import UserError
+from ground.log import get_logger
 
 log = get_logger()
 

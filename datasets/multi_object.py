@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from datasets.tfrecord import FeatureSpec
 from datasets.transforms import CropBox, crop_resize_image, image_to_tensor, nearest_grid
-from utils.errors import UserError
+from ground.errors import UserError
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datasets.transforms import CropBox, crop_resize_image, crop_resize_labels, image_to_tensor
-from utils.errors import UserError
+from ground.errors import UserError
 
 CAMERAS: tuple[str, ...] = ("front", "left", "right")
 CAMERA_CHOICES: tuple[str, ...] = (*CAMERAS, "all")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from torch.utils.data import Dataset
 
-from utils.errors import UserError
-from utils.logging import get_logger
+from ground.errors import UserError
+from ground.log import get_logger
 
 log = get_logger()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from datasets.video_folders import ForegroundSequences, resolve_root, subfolders
-from utils.errors import UserError
+from ground.errors import UserError
 
 SPLITS: tuple[str, ...] = ("all",)
 

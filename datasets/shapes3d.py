@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datasets.transforms import crop_resize_image, image_to_tensor
-from utils.errors import UserError
+from ground.errors import UserError
 
 FILE_NAME = "3dshapes.h5"
 FULL_SIZE = 480_000

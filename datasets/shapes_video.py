@@ -26,7 +26,7 @@ from datasets.shapes import (
     _sample_object_colours,
     render_image,
 )
-from utils.errors import UserError
+from ground.errors import UserError
 
 # Speed of every object, as a fraction of the image side per frame.
 SPEED_RANGE: tuple[float, float] = (0.02, 0.06)

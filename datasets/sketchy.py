@@ -28,7 +28,7 @@ from PIL import Image
 
 from datasets.layout import CheckedImageDataset, require_dir, require_nonempty
 from datasets.transforms import crop_resize_image, decoding, image_to_tensor
-from utils.errors import UserError
+from ground.errors import UserError
 
 SPLIT_FOLDERS: dict[str, str] = {"train": "train", "val": "valid", "test": "test"}
 EPISODE = re.compile(r"^ep\d{6,}$")

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Iterator, Sequence
 
 import numpy as np
 
-from utils.errors import UserError
+from ground.errors import UserError
 
 # ------------------------------------------------------------------------------ CRC32C
 

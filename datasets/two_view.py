@@ -18,10 +18,10 @@ from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from ground.constants import IMAGENET_MEAN, IMAGENET_STD
+
 MIN_OVERLAP = 0.01
 MAX_OVERLAP_TRIES = 10
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Crop = tuple[int, int, int, int]  # top, left, height, width (torchvision's order)
 

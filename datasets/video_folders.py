@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from utils.errors import UserError
-from utils.logging import get_logger
+from ground.errors import UserError
+from ground.log import get_logger
 
 log = get_logger()
 

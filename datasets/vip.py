@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.video_folders import list_files, read_label_ids, resolve_root, stack_frames
-from utils.errors import UserError
+from ground.errors import UserError
 
 NUM_CLASSES = 20
 CLASS_NAMES: tuple[str, ...] = (

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from utils.errors import UserError
+from ground.errors import UserError
 
 DEFAULT_NUM_CLIPS = 10000  # the original's constant dataset length
 

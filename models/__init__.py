@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from utils.errors import UserError
+from ground.errors import UserError
 
 def encoder_fingerprint(encoder: nn.Module) -> float:
     """A cheap checksum of an encoder's weights (sum of |w| in float64)."""

@@ -21,12 +21,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ground.errors import UserError
+from ground.state_dict import describe_key_mismatch, model_state
 from models import noise
 from models.decoders import MLPDecoder, mask_normalized
 from models.encoders import FrozenViT
 from models.slot_attention import INIT_SCHEMES, SlotAttention
-from utils.checkpoint import describe_key_mismatch, model_state
-from utils.errors import UserError
 
 KEEP_RULES: tuple[str, ...] = ("gumbel", "threshold")
 # Model fields a stage-2 model must share with its stage-1 checkpoint (K may change).

@@ -18,12 +18,11 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import Tensor, nn
 
-from utils.checkpoint import describe_key_mismatch
-from utils.safe_io import read_torch_file
-from utils.errors import UserError
+from ground.constants import IMAGENET_MEAN, IMAGENET_STD
+from ground.errors import UserError
+from ground.safe_io import read_torch_file
+from ground.state_dict import describe_key_mismatch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Short names (SPOT's torch.hub names and the AdaSlot/DINOSAUR seed names) -> timm names.
 ENCODER_ALIASES: dict[str, str] = {

@@ -245,7 +245,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def check_config(config: FTDINOSAURConfig) -> None:
     """Flag values that cannot work, reported before anything is built."""
-    from utils.errors import UserError
+    from ground.errors import UserError
 
     if config.top_k < 0:
         raise UserError(f"--top_k {config.top_k} must be 0 (off) or positive")

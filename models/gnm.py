@@ -20,6 +20,8 @@ from torch import nn
 from torch.distributions import Normal, RelaxedBernoulli
 from torch.distributions.utils import clamp_probs
 
+from ground.errors import UserError
+from ground.schedules import LinearAnneal
 from models import noise
 from models.gnm_nets import (
     BackgroundDecoder, GlimpseDecoder, ImageEncoder, LocalLatentHead, StructDRAW, gaussian_params, mlp,
@@ -27,8 +29,6 @@ from models.gnm_nets import (
 from models.gnm_render import (
     boxes_from_where, composite, decode_where, draw_boxes, masks_with_background, num_upsamplings, paste,
 )
-from utils.errors import UserError
-from utils.schedules import LinearAnneal
 
 # Fixed prior of the auxiliary where-KL (docs/methods/gnm.md): mean and std of (scale, ratio, shift x, shift y).
 AUX_WHERE_MEAN: tuple[float, ...] = (-1.5, 0.0, 0.0, 0.0)

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from utils.errors import UserError
-from utils.safe_io import numpy_array_globals, read_torch_file
+from ground.errors import UserError
+from ground.safe_io import numpy_array_globals, read_torch_file
 
 # name -> (block type, blocks per stage, base width)
 ARCHS: dict[str, tuple[str, tuple[int, int, int, int], int]] = {

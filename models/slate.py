@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ground.errors import UserError
+from ground.schedules import cosine_anneal
 from models import noise
 from models.decoders import AutoregressiveDecoder
 from models.dvae import DOWNSAMPLING, DVAE
 from models.slot_attention import TRUNCATIONS, SlotAttention, input_mlp
-from utils.errors import UserError
-from utils.schedules import cosine_anneal
 
 
 EVAL_TOKENS: tuple[str, ...] = ("sample", "argmax")

@@ -61,7 +61,7 @@ class SlotAttentionAEConfig:
 
 def check_config(config: SlotAttentionAEConfig) -> None:
     """Flag values that cannot work, reported before anything is built."""
-    from utils.errors import UserError
+    from ground.errors import UserError
 
     try:
         broadcast_size(config.image_size, config.decoder_upsamples)

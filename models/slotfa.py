@@ -21,7 +21,6 @@ Names of submodules equal upstream's (without DDP's ``module.``), so checkpoints
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,10 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from datasets.two_view import IMAGENET_MEAN, IMAGENET_STD
+from ground.collectives import all_gather_cat, rank, world_size
+from ground.constants import IMAGENET_MEAN, IMAGENET_STD
+from ground.schedules import cosine
 from models import noise as keyed_noise
 from models.resnet import ResNet, load_torchvision_weights
-from utils.distributed import all_gather_cat, rank, world_size
 
 METHOD_NAMES: tuple[str, ...] = ("slotcon", "slotfa")
 FA_GRAD_MODES: tuple[str, ...] = ("backbone", "none")
@@ -222,7 +222,7 @@ def slot_feature_augment(x: torch.Tensor, assignment: torch.Tensor, alpha: torch
 
 def momentum_at(step: int, total_steps: int, base: float) -> float:
     """Teacher momentum: cosine from ``base`` at step 0 to 1 at ``total_steps``."""
-    return 1.0 - (1.0 - base) * (math.cos(math.pi * step / max(total_steps, 1)) + 1) / 2
+    return cosine(base, 1.0, step, max(total_steps, 1))
 
 
 # --- the model -----------------------------------------------------------------------------------------

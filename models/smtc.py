@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,9 +28,10 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from ground.collectives import all_reduce_sum, world_size
+from ground.schedules import cosine
 from models import noise as keyed_noise
 from models.slot_attention import SlotAttention
-from utils.distributed import all_reduce_sum, world_size
 
 
 @dataclass
@@ -494,7 +494,7 @@ def lr_at(step: int, total_steps: int, lr: float, is_encoder: bool, grad_iter: i
     0 before ``grad_iter`` and 1% afterwards. Steps past the end keep the final value (the
     original indexes past its schedule and crashes)."""
     progress = min(step, total_steps) / max(total_steps, 1)
-    value = 0.1 * lr + 0.5 * (lr - 0.1 * lr) * (1 + math.cos(math.pi * progress))
+    value = cosine(lr, 0.1 * lr, progress)
     if is_encoder:
         value *= 0.0 if step < grad_iter else 0.01
     return value

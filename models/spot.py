@@ -92,7 +92,7 @@ class SPOT(nn.Module):
         if config.use_second_encoder and target_encoder is None:
             target_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.target_encoder = target_encoder
-        from utils.errors import UserError
+        from ground.errors import UserError
 
         head_checks = [("slot_attention_heads", config.slot_attention_heads, config.slot_size)]
         if config.dec_type == "transformer":
@@ -276,7 +276,7 @@ def add_model_args(parser: argparse.ArgumentParser, init_method: str = "shared_g
 
 def check_config(config: SPOTConfig) -> None:
     """Flag combinations that cannot work, reported before anything is built."""
-    from utils.errors import UserError
+    from ground.errors import UserError
 
     if config.dec_type == "mlp" and config.train_permutations != "standard":
         raise UserError("--dec_type mlp has no token order: add --train_permutations standard")

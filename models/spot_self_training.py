@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,12 +22,10 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from models import build_encoder_from_spec, noise
-from models.encoders import SMALL_ENCODERS, FrozenViT, resolve_encoder_name
+from ground.schedules import cosine
+from models import noise
+from models.encoders import FrozenViT
 from models.spot import SPOT, SPOTConfig, check_config
-from utils.checkpoint import load_model_state
-from utils.errors import UserError
-from utils.logging import get_logger
 
 # Cost of assigning an empty teacher slot: larger than any 1 - IoU, so empty teacher slots only
 # take the student slots that no non-empty teacher slot wants (docs/methods/spot.md#stage-2-train_spot_2py).
@@ -79,7 +75,7 @@ def distillation_loss(
 def cosine_weight(start: float, end: float, step: int, total_steps: int) -> float:
     """Cosine from ``start`` (step 0) towards ``end`` over ``total_steps``, without warm-up."""
     i = min(max(step, 0), max(total_steps - 1, 0))
-    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * i / max(total_steps, 1)))
+    return cosine(start, end, i, max(total_steps, 1))
 
 
 class SelfTrainingSPOT(SPOT):
@@ -179,72 +175,14 @@ def teacher_fingerprint(state: dict[str, torch.Tensor]) -> float:
     return float(sum(state[k].double().abs().sum() for k in sorted(state) if state[k].is_floating_point()))
 
 
-def _canonical_encoder(name: str) -> str:
-    """Aliases of one model compare equal; the small test configs share a timm arch, so keep their names."""
-    return name if name in SMALL_ENCODERS else resolve_encoder_name(name)
+def student_from_teacher(teacher: SPOT, config: SPOTConfig, finetune_blocks_after: int, ce_weight: float,
+                         final_ce_weight: float | None, share_frozen_forward: bool = True) -> SelfTrainingSPOT:
+    """A fresh student on a copy of the teacher's frozen encoder, blocks from ``finetune_blocks_after`` on trainable.
 
-
-def load_teacher(args: Any, checkpoint: dict[str, Any], source: str) -> tuple[SPOT, dict[str, Any]]:
-    """Rebuild the frozen stage-1 teacher of a stage-2 run and check the run's flags against it.
-
-    ``args`` needs the ``teacher_*`` flags, ``num_slots``, ``image_size`` and the encoder flags.
-    Returns (teacher in eval mode, its encoder record). Any mismatch is a ``UserError`` naming
-    the flag.
+    ``config`` is the student's SPOT configuration (``use_second_encoder`` is set here).
     """
-    if checkpoint["method"] != "spot":
-        raise UserError(f"--teacher_checkpoint_path {source} is a {checkpoint['method']} checkpoint; "
-                        "the teacher must be a SPOT stage-1 checkpoint written by train_spot.py")
-    stored = checkpoint["model_config"]
-    spec = dict(checkpoint["encoder"])
-
-    def refuse(flag: str, value: Any, teacher_value: Any) -> None:
-        raise UserError(f"{flag} {value} does not match the teacher checkpoint ({teacher_value}); "
-                        f"pass {flag} {teacher_value} or another teacher")
-
-    for flag, value, teacher_value in [
-        ("--teacher_train_permutations", args.teacher_train_permutations, stored["train_permutations"]),
-        ("--teacher_init_method", args.teacher_init_method, stored["init_method"]),
-        ("--num_slots", args.num_slots, stored["num_slots"]),
-        ("--image_size", args.image_size, stored["image_size"]),
-        ("--encoder_final_norm", args.encoder_final_norm, spec.get("final_norm", False)),
-        ("--no_pretrained", args.no_pretrained, not spec["pretrained"]),
-    ]:
-        if value != teacher_value:
-            refuse(flag, value, teacher_value)
-    if _canonical_encoder(args.which_encoder) != _canonical_encoder(spec["name"]):
-        refuse("--which_encoder", args.which_encoder, spec["name"])
-    if stored.get("use_second_encoder"):
-        raise UserError(f"the teacher {source} has a second encoder (a stage-2 or fine-tuned model); "
-                        "pass a stage-1 checkpoint of train_spot.py")
-    if stored["train_permutations"] == "standard" and args.teacher_eval_permutations != "standard":
-        raise UserError(f"--teacher_eval_permutations {args.teacher_eval_permutations} needs a teacher trained with "
-                        "several orderings; this one has one (standard): pass --teacher_eval_permutations standard")
-    if args.encoder_weights:
-        spec["weights_path"] = str(Path(args.encoder_weights).resolve())
-    # Checks the weights against the teacher's fingerprint; args.trust_checkpoint: the user's opt-in.
-    encoder = build_encoder_from_spec(spec, bool(getattr(args, "trust_checkpoint", False)))
-    if encoder.trainable:
-        raise UserError(f"the teacher {source} fine-tuned encoder blocks (finetune_blocks_after "
-                        f"{spec.get('finetune_blocks_after')}); stage 2 needs a teacher with a frozen encoder")
-    config = dataclasses.replace(SPOTConfig(**stored), truncate=args.teacher_truncate,
-                                 eval_permutations=args.teacher_eval_permutations)
-    check_config(config)
-    teacher = SPOT(encoder, config)
-    load_model_state(teacher, checkpoint["model"], source=f"teacher checkpoint {source}")
-    return teacher.requires_grad_(False).eval(), spec
-
-
-def build_student(args: Any, teacher: SPOT, share_frozen_forward: bool = True) -> SelfTrainingSPOT:
-    """A fresh student on a copy of the teacher's frozen encoder, late blocks made trainable."""
-    if args.finetune_blocks_after < 0:
-        raise UserError(f"--finetune_blocks_after must be >= 0, got {args.finetune_blocks_after}")
-    depth = teacher.encoder.depth
-    if args.finetune_blocks_after >= depth:
-        # Allowed (the student then trains like stage 1 plus the CE), but worth a clear note.
-        get_logger().warning(f"--finetune_blocks_after {args.finetune_blocks_after}: no block of the "
-                             f"{depth}-block encoder is fine-tuned")
     encoder = copy.deepcopy(teacher.encoder)
-    encoder.set_finetune_blocks_after(args.finetune_blocks_after)
-    config = dataclasses.replace(SPOTConfig.from_args(args), use_second_encoder=True)
+    encoder.set_finetune_blocks_after(finetune_blocks_after)
+    config = dataclasses.replace(config, use_second_encoder=True)
     check_config(config)
-    return SelfTrainingSPOT(encoder, config, teacher, args.ce_weight, args.final_ce_weight, share_frozen_forward)
+    return SelfTrainingSPOT(encoder, config, teacher, ce_weight, final_ce_weight, share_frozen_forward)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run a frozen encoder once over a training set and write its fp16 token features (datasets/feature_cache.py).
+"""Run a frozen encoder once over a training set and write its fp16 token features (utils/feature_cache.py).
 
 Takes the data and encoder flags of training; then pass --cache_features DIR to train_spot.py
 (DINOSAUR, SPOT stage 1), train_adaslot.py (both stages) or train_ftdinosaur.py (its frozen target
@@ -21,13 +21,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets import build_dataset, limit  # noqa: E402
-from datasets.feature_cache import train_views, write_feature_cache  # noqa: E402
+from datasets.feature_cache import train_views  # noqa: E402
+from ground.errors import UserError  # noqa: E402
 from models.encoders import POS_EMBED_RESAMPLING  # noqa: E402
 from models import build_encoder_from_spec  # noqa: E402
 from utils import distributed  # noqa: E402
 from utils.cli import (add_data_args, add_encoder_args, add_trust_arg, check_ranges, data_options,  # noqa: E402
                        encoder_spec, one_line_errors)
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
+from utils.feature_cache import write_feature_cache  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 from utils.run import seed_everything, select_device  # noqa: E402
 

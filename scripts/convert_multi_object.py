@@ -23,7 +23,8 @@ if REPO_ROOT not in sys.path:
 
 from datasets import clevr, tetrominoes  # noqa: E402
 from datasets.tfrecord import COMPRESSIONS, tfrecord_to_hdf5  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from ground.errors import UserError  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 
 FEATURES = {"clevr": clevr.FEATURES, "clevr_with_masks": clevr.FEATURES, "tetrominoes": tetrominoes.FEATURES}
 

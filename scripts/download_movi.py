@@ -31,7 +31,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from utils.errors import UserError, run_cli  # noqa: E402
+from ground.errors import UserError  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 from utils.logging import get_logger  # noqa: E402
 
 log = get_logger()

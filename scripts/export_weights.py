@@ -21,9 +21,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+from ground.errors import UserError  # noqa: E402
 from utils.checkpoint import load_checkpoint, resolve_checkpoint, write_exported  # noqa: E402
 from utils.cli import add_trust_arg, one_line_errors  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

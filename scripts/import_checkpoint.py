@@ -25,7 +25,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from utils.errors import UserError, run_cli  # noqa: E402
+from ground.errors import UserError  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 
 ENCODER_FILE = "encoder.safetensors"
 # The evaluation script of each kind of model (image models: eval_spot.py).
@@ -52,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    from utils.checkpoint import CHECKPOINT_NAME, read_torch_file, save_checkpoint
+    from ground.safe_io import read_torch_file
+    from utils.checkpoint import CHECKPOINT_NAME, save_checkpoint
     from utils.logging import get_logger
     from utils.released import apply_settings, check_loads, find_format, parse_settings, to_checkpoint
     from utils.run import save_args

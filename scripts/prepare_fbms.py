@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from datasets.fbms import TEST_SEQUENCES, foreground_from_grey, frame_number, ground_truth_files  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from ground.errors import UserError  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

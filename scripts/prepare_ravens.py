@@ -24,7 +24,8 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from datasets.ravens import VIEWS_PER_SCENE, check_file  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from ground.errors import UserError  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 
 KEYS: tuple[str, ...] = ("color", "segm", "num_objects_on_table")
 BLOCK_ROWS = 2_000

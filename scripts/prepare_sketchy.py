@@ -23,7 +23,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.errors import UserError, run_cli  # noqa: E402
+from ground.errors import UserError  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 
 FRAME_SIZE = (600, 960)  # H, W of a decoded camera frame
 # Pre-crop to 448 x 672 (rows per camera, the same columns for both).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or reuse) the virtual environment .venv with the pinned dependencies.
-# Usage: bash scripts/setup_env.sh [test]   ("test" adds pytest and scikit-learn)
+# Usage: bash scripts/setup_env.sh [test]   ("test" adds pytest, scikit-learn and import-linter)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

@@ -33,7 +33,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from utils.errors import UserError, run_cli  # noqa: E402
+from ground.errors import UserError  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 
 # Flags the sweep sets itself for every run.
 OWN_FLAGS = ("--seed", "--log_path", "--auto_resume", "--resume", "--checkpoint_path")

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from datasets.davis import save_indexed_png
-from utils.visualize import palette
+from ground.palette import palette
 
 
 def write_davis_fixture(root: Path, sequences: dict[str, np.ndarray]) -> None:

@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch import nn
 
+from ground.errors import UserError
+from ground.schedules import WarmupExponentialDecay
+from ground.state_dict import model_state
 from models import build_model
 from models.adaslot import AdaSlot, AdaSlotConfig, gumbel_keep, threshold_keep, warm_start
 from models.decoders import MLPDecoder, mask_normalized
 from models.encoders import FrozenViT
-from utils.checkpoint import model_state
-from utils.errors import UserError
-from utils.schedules import WarmupExponentialDecay
 
 ENCODER = {"name": "vit_micro_p8", "pretrained": False}
 TINY = dict(image_size=16, slot_size=8, mlp_hidden_size=16, mlp_dec_hidden=16, mlp_dec_layers=2)

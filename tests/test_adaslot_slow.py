@@ -38,10 +38,11 @@ import pytest
 import torch
 
 import eval_spot
+from ground.state_dict import load_model_state
 import train_adaslot
 from datasets.shapes import ShapesDataset
 from models import build_model
-from utils.checkpoint import load_checkpoint, load_model_state
+from utils.checkpoint import load_checkpoint
 
 K_MAX = 7
 COMMON = ["--dataset", "shapes", "--encoder", "vit_tiny_p4", "--no_pretrained", "--resize_to", "32", "32",

@@ -4,8 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from utils.checkpoint import load_checkpoint, load_model_state, model_state, read_torch_file, save_checkpoint
-from utils.errors import UserError
+from ground.errors import UserError
+from ground.safe_io import read_torch_file
+from ground.state_dict import load_model_state, model_state
+from utils.checkpoint import load_checkpoint, save_checkpoint
 
 
 class Encoder(nn.Module):

@@ -10,8 +10,8 @@ import torch
 
 from datasets import build_dataset
 from datasets.clevr import ClevrWithMasks
+from ground.errors import UserError
 from tests.fixtures_pixel import clevr_arrays, clevr_object_count, write_clevr_h5, write_h5
-from utils.errors import UserError
 
 
 @pytest.fixture(scope="module")

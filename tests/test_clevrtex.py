@@ -12,8 +12,8 @@ from PIL import Image
 
 from datasets import build_dataset, clevrtex
 from datasets.clevrtex import ClevrTex, cache_path, default_cache_dir
+from ground.errors import UserError
 from tests.fixtures_pixel import clevrtex_object_count, write_clevrtex_folder
-from utils.errors import UserError
 
 
 @pytest.fixture(scope="module")

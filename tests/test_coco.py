@@ -14,7 +14,7 @@ from datasets import build_dataset
 from datasets.coco import read_top_level
 from datasets.transforms import center_offsets, short_side_size
 from real_data_fixtures import coco_val_records, write_coco
-from utils.errors import UserError
+from ground.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from datasets import build_dataset
+from ground.errors import UserError
 from tests.fixtures_pixel import write_clevr_tfrecord, write_tetrominoes_tfrecord
-from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("convert_multi_object", REPO / "scripts" / "convert_multi_object.py")

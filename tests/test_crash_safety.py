@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from ground.errors import UserError
 import train_spot
 from utils.checkpoint import load_checkpoint
-from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [

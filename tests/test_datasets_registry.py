@@ -5,7 +5,7 @@ import torch
 
 from datasets import build_dataset, default_mask_size, limit
 from datasets.shapes import write_shapes_hdf5
-from utils.errors import UserError
+from ground.errors import UserError
 
 
 def test_shapes_from_generator_and_from_hdf5_folder(tmp_path: Path) -> None:

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from ground.errors import UserError
 import train_spot
 import utils.distributed
 from utils.checkpoint import load_checkpoint
 from utils.distributed import ShardSampler, parse_duration
-from utils.errors import UserError
 from utils.train import EpochSampler
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.errors import UserError
+from ground.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]

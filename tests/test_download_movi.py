@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from datasets import build_dataset
-from utils.errors import UserError
+from ground.errors import UserError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import download_movi  # noqa: E402

@@ -8,13 +8,13 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from ground.errors import UserError
 from models.encoders import (
     ENCODER_ALIASES,
     SMALL_ENCODERS,
     FrozenViT,
     resolve_encoder_name,
 )
-from utils.errors import UserError
 
 TINY = dict(depth=1, embed_dim=32, num_heads=2)
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import eval_smtc
+from ground.errors import UserError
 import train_smtc
 from tests.fixtures_video import write_davis_fixture
-from utils.errors import UserError
 
 TINY = ["--image_size", "32", "--which_encoder", "vit_micro_p8", "--no_pretrained", "--num_slots", "4",
         "--num_instance", "2", "--num_frames", "3", "--gap", "1", "--batch_size", "2", "--train_samples", "4",

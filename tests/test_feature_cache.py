@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from ground.errors import UserError
 import train_adaslot
 import train_spot
 import train_spot_2
 from datasets.feature_cache import METADATA_FILE, CacheWriter, CachedFeatures, read_metadata, train_views
 from utils.checkpoint import load_checkpoint
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
 from utils.train import Trainer
 
 from tests.real_data_fixtures import write_coco

@@ -357,7 +357,7 @@ def test_eval_checks_typed_flags_against_the_old_behaviour_of_old_checkpoints() 
     import eval_spot
     from models import method_spec
     from models.spot import SPOTConfig
-    from utils.errors import UserError
+    from ground.errors import UserError
 
     from utils.checkpoint import upgrade_checkpoint
 

@@ -12,6 +12,9 @@ import torch
 from PIL import Image
 
 import eval_spot
+from ground.errors import UserError
+from ground.schedules import GroupWarmupCosine
+from ground.state_dict import load_model_state
 import predict
 import train_ftdinosaur
 from models import build_model, method_spec
@@ -19,10 +22,8 @@ from models.decoders import MLPDecoder, top_k_slots
 from models.encoders import FrozenViT
 from models.ftdinosaur import FTDINOSAUR, FTDINOSAURConfig, encoder_record, parameter_groups, standardize_tokens
 from models.position import resample_grid_embedding
-from utils.checkpoint import load_checkpoint, load_model_state
-from utils.errors import UserError
+from utils.checkpoint import load_checkpoint
 from utils.released import find_format, read_released
-from utils.schedules import GroupWarmupCosine
 
 FIXTURE = Path(__file__).parent / "fixtures" / "official" / "ftdinosaur"
 ENCODER = "vit_dinov2_tiny_p14"

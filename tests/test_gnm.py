@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
+from ground.errors import UserError
+from ground.schedules import LinearAnneal
 from models import build_model
 from models.gnm import GNM, SCHEDULES, GNMConfig, bernoulli_kl, check_config, estimate_nll, gaussian_kl
 from models.gnm_render import composite, decode_where, draw_boxes, masks_with_background, paste, straight_through_clamp
-from utils.errors import UserError
-from utils.schedules import LinearAnneal
 
 TINY = dict(image_size=32, enc_dim=16, draw_hidden=16, mlp_hidden=32, z_what_dim=8, z_global_dim=4, draw_steps=2)
 

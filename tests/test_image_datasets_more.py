@@ -15,8 +15,8 @@ from PIL import Image
 
 from datasets import build_dataset, check_layout
 from datasets.ravens import crop_box
+from ground.errors import UserError
 from utils.checkpoint import load_checkpoint
-from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,11 +16,12 @@ import torch
 import yaml
 
 import eval_spot
+from ground.errors import UserError
+from ground.safe_io import read_torch_file
 import predict
 import train_spot_2
 from released_fixtures import FIXTURES
-from utils.checkpoint import load_checkpoint, read_torch_file
-from utils.errors import UserError
+from utils.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))

@@ -11,7 +11,7 @@ import pytest
 from datasets import build_dataset
 from datasets.movi import SAMPLING_FILE
 from real_data_fixtures import movi_labels, write_movi
-from utils.errors import UserError
+from ground.errors import UserError
 
 
 @pytest.fixture(scope="module")

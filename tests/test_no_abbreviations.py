@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.errors import UserError
+from ground.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted([*REPO.glob("*.py"), *REPO.glob("scripts/*.py"), *REPO.glob("benchmarks/*.py"),

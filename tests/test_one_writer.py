@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from ground.errors import UserError
 import train_spot
 from utils.checkpoint import load_checkpoint
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
 from utils.run import LOCK_FILE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def slow(self, batch):
     return forward(self, batch)
 SPOT.forward = slow
 import train_spot
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
 run_cli(lambda: train_spot.main(sys.argv[1:]))
 """
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from scripts import plot_metrics
-from utils.errors import UserError
+from ground.errors import UserError
 
 
 def write_records(run: Path, records: list[dict]) -> None:

@@ -12,12 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
+from ground.errors import UserError
+from ground.palette import palette
 import predict
 from models import METHODS
 from utils.checkpoint import load_checkpoint
-from utils.errors import UserError
 from utils.inference import labels_for_input, match_slots, read_image, to_model_input
-from utils.visualize import contours, label_png, palette
+from utils.visualize import contours, label_png
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_SLOTS = 3

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from datasets.fbms import TEST_SEQUENCES, FbmsSequences, foreground_from_grey, frame_number, ground_truth_files
-from utils.errors import UserError
+from ground.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 

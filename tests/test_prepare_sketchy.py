@@ -9,7 +9,7 @@ from PIL import Image
 
 from datasets import build_dataset
 from scripts import prepare_sketchy
-from utils.errors import UserError
+from ground.errors import UserError
 
 
 def coordinate_frame() -> Image.Image:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 import eval_spot
+from ground.errors import UserError
 import train_spot
 from datasets.movi import SAMPLING_FILE
 from real_data_fixtures import write_coco, write_movi, write_voc
-from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [

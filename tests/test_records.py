@@ -14,9 +14,10 @@ import pytest
 import torch
 import yaml
 
+from ground.errors import UserError
 import train_spot
 from utils.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

@@ -8,11 +8,12 @@ import re
 import pytest
 import torch
 
+from ground.errors import UserError
+from ground.safe_io import read_torch_file
+from ground.state_dict import describe_key_mismatch, load_model_state, model_state
 from models import build_model
 from models.decoders import mask_normalized
 from released_fixtures import FIXTURES, TOL, load, max_abs, replay_draws
-from utils.checkpoint import describe_key_mismatch, load_model_state, model_state, read_torch_file
-from utils.errors import UserError
 from utils.released import apply_settings, find_format, read_released, to_checkpoint
 
 

@@ -12,11 +12,12 @@ import pytest
 import torch
 from torch import nn
 
+from ground.errors import UserError
+from ground.safe_io import read_torch_file
+from ground.state_dict import load_model_state
 import predict
 from models import build_model
 from models.decoders import activation_layer
-from utils.checkpoint import load_model_state, read_torch_file
-from utils.errors import UserError
 from utils.released import find_format, read_released
 from utils.released.pixel import convert_slate_official
 from tests.official_fixtures import (OFFICIAL, keys_json, load_fixture, max_abs, namespace, random_state, replay,

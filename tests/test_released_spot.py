@@ -12,10 +12,11 @@ import shutil
 import pytest
 import torch
 
+from ground.errors import UserError
+from ground.safe_io import read_torch_file
+from ground.state_dict import load_model_state
 from models import build_encoder_from_spec, build_model
 from released_fixtures import FIXTURES, TOL, load, max_abs, replay_draws
-from utils.checkpoint import load_model_state, read_torch_file
-from utils.errors import UserError
 from utils.released import apply_settings, find_format, read_released, to_checkpoint
 from utils.released.vit import vit_record
 
@@ -251,7 +252,7 @@ def test_released_size_stage2_layout():
     released sizes (ViT-B/16, 224 px, 7 slots, 4 decoder blocks, blocks 8-11 fine-tuned) the file is
     read as dino_vitb16 with no override and fits this project's model key for key."""
     from models import build_model
-    from utils.checkpoint import describe_key_mismatch, model_state
+    from ground.state_dict import describe_key_mismatch, model_state
 
     fixture = read_torch_file(FIXTURES / "spot_stage2" / "checkpoint.pt.tar")["model"]
     small = _spot_layout(width=64, depth=2, slot=32, hidden=64, tokens=16, blocks=2, slots=4)["model"]

@@ -13,12 +13,13 @@ from torch import nn
 
 import eval_slotfa
 import eval_smtc
+from ground.errors import UserError
+from ground.safe_io import read_torch_file
+from ground.state_dict import load_model_state
 from models import build_model
 from models.smtc import instance_masks
 from tests.official_fixtures import (OFFICIAL, keys_json, load_fixture, max_abs, namespace, random_state, replay,
                                      write_run)
-from utils.checkpoint import load_model_state, read_torch_file
-from utils.errors import UserError
 from utils.released import find_format
 from utils.released.video import convert_smtc
 

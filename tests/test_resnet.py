@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from ground.errors import UserError
 from models.resnet import (ResNet, detectron2_key, load_pretrain_state, load_torchvision_weights, teacher_backbone,
                            to_detectron2, to_torchvision)
-from utils.errors import UserError
 
 
 def test_detectron2_key_renames() -> None:

@@ -20,6 +20,8 @@ from PIL import Image
 import eval_slotfa
 import eval_smtc
 import eval_spot
+from ground.errors import UserError
+from ground.safe_io import numpy_array_globals, read_torch_file
 import predict
 import train_adaslot
 import train_slot_attention
@@ -32,8 +34,7 @@ from tests.test_eval_smtc import davis_fixture
 from tests.test_predict import TINY as SPOT_TINY
 from tests.test_predict import train_run
 from tests.test_train_slotfa import TINY as SLOTFA_TINY
-from utils.checkpoint import FORMAT_VERSION, load_checkpoint, numpy_array_globals, read_torch_file, upgrade_checkpoint
-from utils.errors import UserError
+from utils.checkpoint import FORMAT_VERSION, load_checkpoint, upgrade_checkpoint
 from utils.train import capture_rng, restore_rng
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from utils.schedules import WarmupCosine, spot_warmup_steps
+from ground.schedules import WarmupCosine, spot_warmup_steps
 
 
 def spot_reference(base, final, epochs, iters, warmup_epochs):
@@ -34,7 +34,7 @@ def test_too_long_warmup_is_clamped_with_a_warning():
 
 
 def test_warmup_exponential_decay_is_the_official_formula():
-    from utils.schedules import WarmupExponentialDecay
+    from ground.schedules import WarmupExponentialDecay
 
     schedule = WarmupExponentialDecay(4e-4, warmup_steps=10_000, decay_steps=100_000, gamma=0.5)
     for step in (0, 1, 5_000, 10_000, 123_456, 499_999):

@@ -22,7 +22,7 @@ from datasets.shapes import (
     _Object,
     write_shapes_hdf5,
 )
-from utils.errors import UserError
+from ground.errors import UserError
 
 NUM_CHECKED = 24  # samples per property check: enough variety, still fast
 QUANTISATION_TOL = 0.5 / 255 + 1e-6

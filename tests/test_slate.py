@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from ground.errors import UserError
+from ground.schedules import SlateSchedule, cosine_anneal
+from ground.state_dict import load_model_state
 import train_slate
 from models import build_model
 from models.decoders import AutoregressiveDecoder
 from models.dvae import DVAE
 from models.slate import SLATE, SLATEConfig
-from utils.checkpoint import load_checkpoint, load_model_state
-from utils.errors import UserError
+from utils.checkpoint import load_checkpoint
 from utils.evaluation import evaluate
-from utils.schedules import SlateSchedule, cosine_anneal
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,12 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ground.errors import UserError
 from models import build_model, method_spec
 from models.decoders import SpatialBroadcastDecoder, broadcast_size
 from models.position import SoftPositionEmbed, position_grid
 from models.slot_attention import SlotAttention
 from models.slot_attention_ae import SlotAttentionAE, SlotAttentionAEConfig, check_config
-from utils.errors import UserError
 
 TINY = dict(num_slots=3, slot_size=8, mlp_hidden_size=16, encoder_channels=8, decoder_channels=8, kernel_size=3)
 

@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from datasets.two_view import intersection, view_box
+from ground.schedules import WarmupCosineFrom
 from models.slotfa import (SlotCon, SlotConConfig, align_maps, contrastive_targets, momentum_at,
                            self_distillation, slot_contrastive_loss, slot_feature_augment, slot_presence,
                            updated_center)
-from utils.schedules import WarmupCosineFrom
 
 
 def _linear_map(crop: tuple[int, int, int, int], size: int, flipped: bool) -> torch.Tensor:

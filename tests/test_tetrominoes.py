@@ -9,8 +9,8 @@ import torch
 
 from datasets import build_dataset, default_mask_size
 from datasets.tetrominoes import Tetrominoes
+from ground.errors import UserError
 from tests.fixtures_pixel import tetrominoes_arrays, write_clevr_h5, write_tetrominoes_h5
-from utils.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from datasets.tfrecord import (
     FeatureSpec, Example, TFRecordError, crc32c, decode_example, encode_example, masked_crc32c, read_records,
     write_records,
 )
-from utils.errors import UserError
+from ground.errors import UserError
 
 
 def test_crc32c_known_value_and_independent_reference() -> None:

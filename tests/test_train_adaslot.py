@@ -11,9 +11,9 @@ import torch
 import yaml
 
 import eval_spot
+from ground.errors import UserError
 import train_adaslot
 from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 

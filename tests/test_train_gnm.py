@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from ground.errors import UserError
+from ground.state_dict import load_model_state
 import train_gnm
 from datasets import build_dataset
 from metrics import SegmentationMetrics
 from metrics.baselines import baseline_labels
 from models import build_model
-from utils.checkpoint import load_checkpoint, load_model_state
-from utils.errors import UserError
+from utils.checkpoint import load_checkpoint
 from utils.evaluation import evaluate
 from utils.train import make_loader
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 import eval_spot
+from ground.errors import UserError
 import train_spot
 from utils.checkpoint import load_checkpoint
 from tests.fixtures_pixel import write_clevr_h5, write_clevrtex_folder, write_tetrominoes_h5
-from utils.errors import UserError
 
 TINY = [
     "--image_size", "32", "--which_encoder", "vit_micro_p8", "--no_pretrained", "--num_slots", "4",

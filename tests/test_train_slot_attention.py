@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import eval_spot
+from ground.errors import UserError
 import train_slot_attention
 from utils.checkpoint import load_checkpoint
-from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 

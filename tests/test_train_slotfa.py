@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 import eval_slotfa
+from ground.errors import UserError
 import train_slotfa
 from models.resnet import ResNet, detectron2_key
 from utils.checkpoint import load_checkpoint
-from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--arch", "tiny_resnet50", "--image-size", "64", "--dim-hidden", "32", "--dim-out", "16",

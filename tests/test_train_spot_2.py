@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import eval_spot
+from ground.errors import UserError
 import train_spot
 import train_spot_2
 from models.encoders import FrozenViT
@@ -24,7 +25,6 @@ from models.spot_self_training import (
     match_student_to_teacher,
 )
 from utils.checkpoint import load_checkpoint
-from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [

@@ -9,7 +9,7 @@ from PIL import Image
 
 import datasets.two_view as two_view
 from datasets.two_view import intersection, overlap_fraction, sample_crop_pair, view_box
-from utils.errors import UserError
+from ground.errors import UserError
 
 
 # --- two-crop geometry ---------------------------------------------------------------------------------

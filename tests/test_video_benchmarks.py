@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import eval_smtc
+from ground.errors import UserError
 import train_smtc
 from datasets.fbms import FbmsSequences
 from datasets.jhmdb import JhmdbVideos
@@ -25,7 +26,6 @@ from tests.fixtures_video import (
 )
 from tests.test_eval_smtc import TINY
 from utils import video_eval
-from utils.errors import UserError
 
 SIZE = (32, 40)
 

@@ -11,7 +11,7 @@ from datasets import build_video_dataset
 from datasets.davis import DavisSequences, read_indexed_png, save_indexed_png, split_void
 from datasets.shapes_video import ShapesVideoDataset
 from datasets.ytvos import clip_indices, clip_span
-from utils.errors import UserError
+from ground.errors import UserError
 from tests.fixtures_video import write_davis_fixture
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from utils.visualize import colorize, overlay, palette, save_mask_grid
+from ground.palette import palette
+from utils.visualize import colorize, overlay, save_mask_grid
 
 
 def test_palette_is_voc():

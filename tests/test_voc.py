@@ -10,7 +10,7 @@ import torch
 from datasets import build_dataset
 from datasets.voc import trainaug_ids, write_trainaug
 from real_data_fixtures import voc_val_masks, write_indexed_png, write_voc
-from utils.errors import UserError
+from ground.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 A checkpoint holds only tensors, plain containers and primitives (checked when it is written), so
 it loads with ``torch.load(weights_only=True)``; every file the user names is read through
-:func:`read_torch_file`. What a checkpoint holds, format versions and upgrades: docs/checkpoints.md.
+:func:`ground.safe_io.read_torch_file`. What a checkpoint holds, format versions and upgrades: docs/checkpoints.md.
 """
 from __future__ import annotations
 
@@ -11,15 +11,13 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import torch
-from torch import nn
 
-from utils.errors import UserError
-from utils.safe_io import (SAFE_GLOBALS, TRUST_FLAG, numpy_array_globals, read_safetensors,  # noqa: F401 - re-exported
-                           read_torch_file)
+from ground.errors import UserError
+from ground.safe_io import numpy_array_globals, read_safetensors, read_torch_file
 
 CHECKPOINT_NAME = "checkpoint.pt.tar"
 # 1: numpy's RNG state stored as a numpy array (needs numpy classes to unpickle);
@@ -322,60 +320,3 @@ def _read_exported(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise UserError(f"{what} {path} has a damaged checkpoint record; export the run again")
     return {**record, "model": tensors}
-
-
-def _excluded_prefixes(model: nn.Module) -> list[str]:
-    """Submodules whose frozen weights are rebuilt from the encoder identifier, not stored."""
-    prefixes = []
-    for name, module in model.named_modules():
-        if getattr(module, "is_pretrained", False) and name:
-            prefixes.append(name + ".")
-    return prefixes
-
-
-def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state_dict without frozen pretrained encoder weights.
-
-    Trainable encoder parameters (fine-tuned blocks) are kept; random-init encoders are kept
-    whole, since they cannot be rebuilt from a name.
-    """
-    prefixes = _excluded_prefixes(model)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    return {
-        k: v
-        for k, v in model.state_dict().items()
-        if k in trainable or not any(k.startswith(p) for p in prefixes)
-    }
-
-
-def describe_key_mismatch(
-    loaded: dict[str, torch.Tensor],
-    expected: dict[str, torch.Tensor],
-    loaded_name: str = "file",
-    ignore: Callable[[str], bool] = lambda key: False,
-) -> str | None:
-    """One line naming missing, unexpected and wrongly shaped keys (None when they all fit)."""
-    missing = sorted(k for k in expected if k not in loaded and not ignore(k))
-    unexpected = sorted(k for k in loaded if k not in expected and not ignore(k))
-    wrong = [
-        f"{k}: {loaded_name} {tuple(loaded[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(expected)
-        if k in loaded and tuple(loaded[k].shape) != tuple(expected[k].shape)
-    ]
-    parts = []
-    if wrong:
-        parts.append(f"{len(wrong)} wrong shapes, e.g. {', '.join(wrong[:2])}")
-    if missing:
-        parts.append(f"{len(missing)} missing keys, e.g. {', '.join(missing[:3])}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys, e.g. {', '.join(unexpected[:3])}")
-    return "; ".join(parts) or None
-
-
-def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Strictly load ``state`` (as written by :func:`model_state`), naming any mismatched keys."""
-    expected = model_state(model)
-    problem = describe_key_mismatch(state, expected, loaded_name="checkpoint")
-    if problem:
-        raise UserError(f"{source} does not match the model configuration ({problem}); it was trained with other model flags")
-    model.load_state_dict(state, strict=False)  # frozen encoder keys are intentionally absent

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ground.errors import UserError
 from utils import distributed
 from utils.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from utils.errors import UserError
 from utils.run import (ARGS_FILE, acquire_run_lock, explicit_flags, load_args, make_run_dir, release_run_locks,
                        save_args, seed_everything, str2bool)
 
@@ -102,7 +102,7 @@ def build_datasets(args: argparse.Namespace, run_dir: Path | None) -> tuple[Any,
     Every training script calls this before building its model, so a wrong ``--data_path``
     stops the run before any weights are loaded. ``--data_seed`` picks the synthetic scenes and
     the MOVi frame sampling, so seed sweeps can share one validation set. With
-    ``--cache_features DIR`` the training set is the checked feature cache (``datasets.feature_cache``).
+    ``--cache_features DIR`` the training set is the checked feature cache (``utils.feature_cache``).
     """
     from datasets import build_dataset, limit
 
@@ -110,7 +110,7 @@ def build_datasets(args: argparse.Namespace, run_dir: Path | None) -> tuple[Any,
     seed = args.seed if seed is None else seed
     common = (args.image_size, args.val_mask_size, args.data_path)
     if getattr(args, "cache_features", None):  # precomputed frozen features: no training image is read
-        from datasets.feature_cache import open_training_cache
+        from utils.feature_cache import open_training_cache
 
         train_set = open_training_cache(args)
         if args.dataset == "movi" and run_dir is not None:

@@ -1,4 +1,4 @@
-"""Distributed plumbing for ``torchrun`` (one place): process group, ranks, reductions, samplers.
+"""Distributed plumbing for ``torchrun``: process group, samplers, stopping (collectives: :mod:`ground.collectives`).
 
 Every training script runs unchanged as a single process or under ``torchrun``: the process
 group is set up from torchrun's environment variables (``RANK``, ``WORLD_SIZE``,
@@ -26,7 +26,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Sampler
 
-from utils.errors import UserError
+# The collectives are defined in the ground layer (models use them too); orchestration code calls
+# them through this module as well (``distributed.world_size()``).
+from ground.collectives import (all_gather_cat, all_gather_objects, all_reduce_max, all_reduce_sum, barrier,  # noqa: F401
+                                is_initialized, is_main, mean_over_ranks, rank, world_size)
+from ground.errors import UserError
 
 T = TypeVar("T")
 # A rank that waits longer than this for the others fails instead of hanging forever.
@@ -42,25 +46,8 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def is_initialized() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def world_size() -> int:
-    return dist.get_world_size() if is_initialized() else 1
-
-
-def rank() -> int:
-    return dist.get_rank() if is_initialized() else 0
-
-
 def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0")) if is_initialized() else 0
-
-
-def is_main() -> bool:
-    """True on the process that writes (rank 0), and in every single-process run."""
-    return rank() == 0
 
 
 def wants_cuda(device: str) -> bool:
@@ -116,60 +103,6 @@ def device_for_rank(device: torch.device) -> torch.device:
     return device
 
 
-def _comm_device() -> torch.device:
-    """Tensors for collectives live on the GPU with NCCL, on the CPU with gloo."""
-    if is_initialized() and dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-# --- collectives ----------------------------------------------------------------------------
-def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor over ranks (returned on the tensor's original device, same dtype)."""
-    if world_size() == 1:
-        return values
-    buffer = values.detach().to(_comm_device(), copy=True)
-    dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
-    return buffer.to(values.device)
-
-
-def all_reduce_max(values: torch.Tensor) -> torch.Tensor:
-    """Element-wise maximum over ranks (e.g. 'any rank wants to stop')."""
-    if world_size() == 1:
-        return values
-    buffer = values.detach().to(_comm_device(), copy=True)
-    dist.all_reduce(buffer, op=dist.ReduceOp.MAX)
-    return buffer.to(values.device)
-
-
-def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
-    """Average a dict of floats over ranks (same keys on every rank), e.g. logged losses."""
-    if world_size() == 1 or not values:
-        return values
-    keys = sorted(values)
-    total = all_reduce_sum(torch.tensor([values[k] for k in keys], dtype=torch.float64))
-    return {k: float(v) / world_size() for k, v in zip(keys, total.tolist())}
-
-
-def all_gather_objects(obj: T) -> list[T]:
-    """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` for a single process."""
-    if world_size() == 1:
-        return [obj]
-    gathered: list[Any] = [None] * world_size()
-    dist.all_gather_object(gathered, obj)
-    return gathered
-
-
-@torch.no_grad()
-def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` from every rank along dim 0 (no gradient; equal shapes per rank)."""
-    if world_size() == 1:
-        return tensor
-    parts = [torch.empty_like(tensor) for _ in range(world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts)
-
-
 def run_on_main(fn: Callable[[], T]) -> T:
     """Run ``fn`` on rank 0 only and hand its result (or its :class:`UserError`) to every rank.
 
@@ -190,11 +123,6 @@ def run_on_main(fn: Callable[[], T]) -> T:
     if kind == "error":
         raise UserError(value)
     return value
-
-
-def barrier() -> None:
-    if world_size() > 1:
-        dist.barrier()
 
 
 # --- models ---------------------------------------------------------------------------------

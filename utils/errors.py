@@ -1,17 +1,11 @@
-"""One error type for user mistakes, reported as a single line by every entry script."""
+"""The CLI side of :class:`ground.errors.UserError`: every entry script reports it as a single line."""
 from __future__ import annotations
 
 import sys
 from types import ModuleType
 from typing import Callable
 
-
-class UserError(Exception):
-    """A mistake in the command line, data or checkpoint that the user can fix.
-
-    The message must name the problem and the fix in one line; entry scripts print it
-    without a traceback (see :func:`run_cli`).
-    """
+from ground.errors import UserError
 
 
 def run_cli(main: Callable[[], object]) -> None:
@@ -22,6 +16,9 @@ def run_cli(main: Callable[[], object]) -> None:
     torchrun process group is left cleanly. Under torchrun only rank 0 prints the error
     (every rank meets the same one).
     """
+    from utils.logging import get_logger
+
+    get_logger()  # the console handler for library messages (ground.log), before ``main`` logs anything
     run = _loaded("utils.run")
     if run is not None:
         run.CREATED_RUN_DIRS.clear()  # only folders made by this call are candidates for removal

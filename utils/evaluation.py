@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ground.errors import UserError
 from metrics import SegmentationMetrics, masks_to_labels
 from utils import distributed
-from utils.errors import UserError
 from metrics.adaptive import AdaptiveSlotMetrics
 
 

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from scipy.optimize import linear_sum_assignment
 
+from ground.errors import UserError
 from metrics import masks_to_labels
-from utils.errors import UserError
 from utils.logging import write_json
 from utils.visualize import label_png, overlay_with_contours, slot_cutout, to_pil
 

@@ -9,14 +9,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from torch.utils.tensorboard import SummaryWriter
-
 METRICS_JSONL = "metrics.jsonl"
 METRICS_JSON = "metrics.json"
 
 
 def get_logger(name: str = "ocl") -> logging.Logger:
-    """A console logger with a short format, configured once."""
+    """A console logger with a short format, configured once.
+
+    Library code logs through :func:`ground.log.get_logger` (the same logger, no handlers);
+    :func:`utils.errors.run_cli` calls this before an entry script runs, so their messages reach
+    the console too.
+    """
     logger = logging.getLogger(name)
     if not logger.handlers:
         handler = logging.StreamHandler()
@@ -55,7 +58,10 @@ class RunLogger:
     """TensorBoard writer plus an append-only ``metrics.jsonl`` in the run folder."""
 
     def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
-        from utils.errors import UserError
+        # Imported here: this module also configures the console of light scripts (run_cli).
+        from torch.utils.tensorboard import SummaryWriter
+
+        from ground.errors import UserError
 
         self.run_dir = run_dir
         _quiet_tensorboard_thread()
@@ -122,7 +128,7 @@ def check_wandb() -> None:
     """Raise ``UserError`` (before any run folder exists) when the ``wandb`` package is missing."""
     import importlib.util
 
-    from utils.errors import UserError
+    from ground.errors import UserError
 
     if importlib.util.find_spec("wandb") is None:
         raise UserError("--log_wandb needs the wandb package (pip install wandb, then wandb login); "

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import yaml
 
+from ground.errors import UserError
 from utils import distributed
-from utils.errors import UserError
 
 ARGS_FILE = "args.yaml"
 TENSORBOARD_PREFIX = "events.out.tfevents."

@@ -44,11 +44,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from datasets import no_masks_reason
+from ground.errors import UserError
+from ground.state_dict import load_model_state, model_state
 from models import noise
 from utils import distributed
-from utils.checkpoint import (CHECKPOINT_NAME, load_model_state, model_state, numpy_rng_from_plain, numpy_rng_to_plain,
-                              remove_stale_temporaries, save_checkpoint)
-from utils.errors import UserError
+from utils.checkpoint import (CHECKPOINT_NAME, numpy_rng_from_plain, numpy_rng_to_plain, remove_stale_temporaries,
+                              save_checkpoint)
 from utils.evaluation import evaluate, move_to
 from utils.logging import METRICS_JSON, RunLogger, get_logger, truncate_metrics_jsonl, write_json
 from utils.run import keep_run_dir, release_run_locks, save_args

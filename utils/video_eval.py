@@ -25,13 +25,14 @@ from datasets.davis import DavisSequences, read_indexed_png, save_indexed_png, s
 from datasets.jhmdb import JhmdbVideos
 from datasets.video_folders import ForegroundSequences
 from datasets.vip import NUM_CLASSES as VIP_CLASSES, VipVideos
+from ground.constants import IMAGENET_MEAN, IMAGENET_STD
+from ground.errors import UserError
+from ground.safe_io import read_torch_file
 from metrics.confusion import confusion_matrix, segmentation_scores
 from metrics.foreground import binary_iou, merge_proposals
 from metrics.jf import JFResults, evaluate_semi_supervised_sequence, evaluate_unsupervised_sequence, split_objects
 from metrics.pck import normalised_distances, pck
 from models.smtc import SMTCNet, instance_masks
-from utils.checkpoint import read_torch_file
-from utils.errors import UserError
 from utils.logging import get_logger
 from utils.label_propagation import (
     PropagationSettings,
@@ -45,14 +46,11 @@ from utils.label_propagation import (
     propagate,
     resize_to_stride,
 )
-from utils.safe_io import read_torch_file
 
 log = get_logger()
 
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @torch.no_grad()

@@ -8,20 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-
-def palette(num_colors: int = 256) -> np.ndarray:
-    """The PASCAL VOC / DAVIS palette [num_colors, 3] uint8 (0 = black background)."""
-    colors = np.zeros((num_colors, 3), dtype=np.uint8)
-    for i in range(num_colors):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        colors[i] = (r, g, b)
-    return colors
-
+from ground.palette import palette
 
 _PALETTE = palette()
 

@@ -16,8 +16,8 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from utils.checkpoint import read_torch_file
-from utils.errors import UserError
+from ground.errors import UserError
+from ground.safe_io import read_torch_file
 
 
 @dataclass
@@ -265,7 +265,7 @@ def check_loads(checkpoint: dict[str, Any], source: str) -> None:
     weights here, so that importing needs no download; its weights are not part of the check.
     """
     from models import build_model
-    from utils.checkpoint import describe_key_mismatch, model_state
+    from ground.state_dict import describe_key_mismatch, model_state
 
     encoder = checkpoint["encoder"]
     named_only = encoder is not None and encoder.get("pretrained") and not encoder.get("weights_path")
@@ -314,7 +314,8 @@ def load_any_checkpoint(path: str | os.PathLike, *, trust: bool = False, fmt: st
     Settings the released file does not record take the official defaults; the caller applies its
     flags with :func:`checkpoint_settings`.
     """
-    from utils.checkpoint import check_checkpoint, load_checkpoint, numpy_array_globals, resolve_checkpoint
+    from ground.safe_io import numpy_array_globals
+    from utils.checkpoint import check_checkpoint, load_checkpoint, resolve_checkpoint
     from utils.logging import get_logger
 
     path = resolve_checkpoint(path)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from utils.errors import UserError
+from ground.errors import UserError
 from utils.released import Imported, ReleasedFormat
 from utils.released.vit import strip_prefix, vit_record
 

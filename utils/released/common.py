@@ -6,7 +6,7 @@ from typing import Any, Iterable
 
 import torch
 
-from utils.errors import UserError
+from ground.errors import UserError
 
 
 class KeyMap:

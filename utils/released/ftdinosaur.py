@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from utils.errors import UserError
+from ground.errors import UserError
 from utils.released import Imported, ReleasedFormat
 
 # Encoder shapes (width, depth, stored position tokens) -> this project's encoder name.

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from utils.errors import UserError
+from ground.errors import UserError
 from utils.released import Imported, ReleasedFormat
 from utils.released.common import KeyMap, all_start_with, as_plain, count_indexed, strip_prefix
 
@@ -193,7 +193,7 @@ def _slate_sizes(keys: KeyMap) -> dict[str, Any]:
 
 
 def _slate_tau(step: int, config: Any) -> float:
-    from utils.schedules import cosine_anneal
+    from ground.schedules import cosine_anneal
 
     return float(cosine_anneal(step, config.tau_start, config.tau_final, config.tau_steps))
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from utils.errors import UserError
+from ground.errors import UserError
 from utils.released import Imported, ReleasedFormat
 from utils.released.common import KeyMap, all_start_with, as_plain, count_indexed, strip_prefix
 
@@ -60,7 +60,7 @@ def convert_smtc(obj: Any, **overrides: int) -> Imported:
     """
     from models import build_encoder_from_spec, encoder_fingerprint
     from models.smtc import SMTC, SMTCConfig
-    from utils.checkpoint import model_state
+    from ground.state_dict import model_state
 
     state = _smtc_state(obj)
     assert state is not None

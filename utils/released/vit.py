@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from utils.errors import UserError
+from ground.errors import UserError
 
 # (patch size, width) -> (short name, depth, mlp ratio, heads, pos-embed grid side) of its timm model.
 KNOWN_VITS: dict[tuple[int, int], tuple[str, int, float, int, int]] = {

@@ -1,6 +1,6 @@
 """Reading torch and safetensors files given by the user without running code stored in them.
 
-A ground module (torch, safetensors and :mod:`utils.errors` only), so that library code
+Part of the ground layer (torch, safetensors and :mod:`ground.errors` only), so that library code
 (``models.encoders``, ``models.resnet``) and orchestration (``utils.checkpoint``) share one
 reader. See docs/checkpoints.md.
 """
@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import torch
 
-from utils.errors import UserError
+from ground.errors import UserError
 
 # Classes that known upstream checkpoint formats pickle and that are safe to rebuild (SlotCon/SlotFA,
 # GNM and DINO training checkpoints store an argparse.Namespace). Nothing broader.

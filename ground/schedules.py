@@ -1,4 +1,9 @@
-"""Learning-rate schedules, as functions of the global step."""
+"""Learning-rate and coefficient schedules, as functions of the global step (pure math).
+
+Every cosine in the project is :func:`cosine`. timm's ``CosineLRScheduler`` is not used: it steps
+per epoch or update with its own warm-up and cycle semantics, while each schedule here reproduces
+one method's own per-step values exactly.
+"""
 from __future__ import annotations
 
 import math
@@ -21,6 +26,16 @@ def _fit_warmup(warmup_steps: int, total_steps: int) -> int:
                   f"using {clamped} (lower --lr_warmup_steps to silence this)", stacklevel=3)
     return clamped
 
+def cosine(start: float, end: float, step: float, total: float = 1.0) -> float:
+    """Half-cosine from ``start`` (``step`` 0) to ``end`` (``step == total``):
+    ``end + 0.5 (start - end)(1 + cos(pi step / total))``.
+
+    ``pi * step / total`` is evaluated in that order, so callers that hold a progress fraction pass
+    it as ``step`` with ``total`` 1 and get ``cos(pi * progress)`` bit for bit. Callers clamp ``step``.
+    """
+    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * step / total))
+
+
 class WarmupCosine:
     """Linear warm-up from 0 to ``base_lr`` (endpoint included), then cosine to ``min_lr``.
 
@@ -38,7 +53,7 @@ class WarmupCosine:
             return self.base_lr * step / max(self.warmup_steps - 1, 1)
         decay_steps = self.total_steps - self.warmup_steps
         i = min(step - self.warmup_steps, decay_steps - 1)
-        return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * i / decay_steps))
+        return cosine(self.base_lr, self.min_lr, i, decay_steps)
 
 
 def cosine_anneal(step: int, start: float, final: float, final_step: int, start_step: int = 0) -> float:
@@ -51,7 +66,7 @@ def cosine_anneal(step: int, start: float, final: float, final_step: int, start_
     if step >= final_step:
         return final
     progress = (step - start_step) / (final_step - start_step)
-    return final + 0.5 * (start - final) * (1 + math.cos(math.pi * progress))
+    return cosine(start, final, progress)
 
 
 class SlateSchedule:
@@ -122,7 +137,7 @@ class WarmupCosineFrom:
             return self.start_lr + (self.base_lr - self.start_lr) * step / self.warmup_steps
         decay = max(self.total_steps - self.warmup_steps, 1)
         t = min(step - self.warmup_steps, decay) / decay
-        return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * t))
+        return cosine(self.base_lr, self.min_lr, t)
 
 
 class LinearAnneal:
@@ -198,5 +213,5 @@ class GroupWarmupCosine:
             ramp = (step + 0.5) / self.warmup_steps
             return [peak * ramp for peak in self.peak_lrs]
         t = (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps - 1, 1)
-        cosine = 0.5 * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
-        return [self.min_lr + (peak - self.min_lr) * cosine for peak in self.peak_lrs]
+        t = min(max(t, 0.0), 1.0)
+        return [cosine(peak, self.min_lr, t) for peak in self.peak_lrs]
