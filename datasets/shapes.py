@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from utils.errors import UserError
+from ground.errors import UserError
 
 SHAPE_TYPES: tuple[str, ...] = ("circle", "square", "triangle", "ellipse", "star", "heart")
 NUM_SHAPE_TYPES: int = len(SHAPE_TYPES)
