@@ -36,6 +36,7 @@ def encoder_key(name: str) -> str:
 
 
 def data_seed(args: argparse.Namespace) -> int:
+    """``--data_seed``, or ``--seed`` when it is not given."""
     seed = getattr(args, "data_seed", None)
     return args.seed if seed is None else seed
 
