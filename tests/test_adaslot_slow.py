@@ -38,8 +38,8 @@ import pytest
 import torch
 
 import eval_spot
-from ground.state_dict import load_model_state
 import train_adaslot
+from ground.state_dict import load_model_state
 from datasets.shapes import ShapesDataset
 from models import build_model
 from utils.checkpoint import load_checkpoint

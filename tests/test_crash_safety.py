@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ground.errors import UserError
 import train_spot
+from ground.errors import UserError
 from utils.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ground.errors import UserError
 import train_spot
+from ground.errors import UserError
 import utils.distributed
 from utils.checkpoint import load_checkpoint
 from utils.distributed import ShardSampler, parse_duration

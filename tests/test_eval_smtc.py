@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import eval_smtc
-from ground.errors import UserError
 import train_smtc
+from ground.errors import UserError
 from tests.fixtures_video import write_davis_fixture
 
 TINY = ["--image_size", "32", "--which_encoder", "vit_micro_p8", "--no_pretrained", "--num_slots", "4",

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from ground.errors import UserError
 import train_adaslot
 import train_spot
 import train_spot_2
+from ground.errors import UserError
 from datasets.feature_cache import METADATA_FILE, CacheWriter, CachedFeatures, read_metadata, train_views
 from utils.checkpoint import load_checkpoint
 from utils.errors import run_cli

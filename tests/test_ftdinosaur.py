@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 
 import eval_spot
+import predict
+import train_ftdinosaur
 from ground.errors import UserError
 from ground.schedules import GroupWarmupCosine
 from ground.state_dict import load_model_state
-import predict
-import train_ftdinosaur
 from models import build_model, method_spec
 from models.decoders import MLPDecoder, top_k_slots
 from models.encoders import FrozenViT

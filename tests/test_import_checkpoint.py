@@ -16,10 +16,10 @@ import torch
 import yaml
 
 import eval_spot
-from ground.errors import UserError
-from ground.safe_io import read_torch_file
 import predict
 import train_spot_2
+from ground.errors import UserError
+from ground.safe_io import read_torch_file
 from released_fixtures import FIXTURES
 from utils.checkpoint import load_checkpoint
 

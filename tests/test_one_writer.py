@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ground.errors import UserError
 import train_spot
+from ground.errors import UserError
 from utils.checkpoint import load_checkpoint
 from utils.errors import run_cli
 from utils.run import LOCK_FILE

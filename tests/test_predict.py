@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+import predict
 from ground.errors import UserError
 from ground.palette import palette
-import predict
 from models import METHODS
 from utils.checkpoint import load_checkpoint
 from utils.inference import labels_for_input, match_slots, read_image, to_model_input

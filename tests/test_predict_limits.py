@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ground.errors import UserError
 import predict
 import train_spot
+from ground.errors import UserError
 
 TINY = [
     "--dataset", "shapes", "--image_size", "32", "--which_encoder", "vit_micro_p8", "--no_pretrained",

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import eval_spot
-from ground.errors import UserError
 import train_spot
+from ground.errors import UserError
 from datasets.movi import SAMPLING_FILE
 from real_data_fixtures import write_coco, write_movi, write_voc
 

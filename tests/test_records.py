@@ -14,8 +14,8 @@ import pytest
 import torch
 import yaml
 
-from ground.errors import UserError
 import train_spot
+from ground.errors import UserError
 from utils.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from utils.errors import run_cli
 

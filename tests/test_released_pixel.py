@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
+import predict
 from ground.errors import UserError
 from ground.safe_io import read_torch_file
 from ground.state_dict import load_model_state
-import predict
 from models import build_model
 from models.decoders import activation_layer
 from utils.released import find_format, read_released

@@ -20,14 +20,14 @@ from PIL import Image
 import eval_slotfa
 import eval_smtc
 import eval_spot
-from ground.errors import UserError
-from ground.safe_io import numpy_array_globals, read_torch_file
 import predict
 import train_adaslot
 import train_slot_attention
 import train_slotfa
 import train_spot
 import train_spot_2
+from ground.errors import UserError
+from ground.safe_io import numpy_array_globals, read_torch_file
 from models import check_model_record
 from models.slot_attention_ae import SlotAttentionAEConfig
 from tests.test_eval_smtc import davis_fixture

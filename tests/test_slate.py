@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import train_slate
 from ground.errors import UserError
 from ground.schedules import SlateSchedule, cosine_anneal
 from ground.state_dict import load_model_state
-import train_slate
 from models import build_model
 from models.decoders import AutoregressiveDecoder
 from models.dvae import DVAE

@@ -11,8 +11,8 @@ import torch
 import yaml
 
 import eval_spot
-from ground.errors import UserError
 import train_adaslot
+from ground.errors import UserError
 from utils.checkpoint import load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

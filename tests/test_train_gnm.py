@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import train_gnm
 from ground.errors import UserError
 from ground.state_dict import load_model_state
-import train_gnm
 from datasets import build_dataset
 from metrics import SegmentationMetrics
 from metrics.baselines import baseline_labels

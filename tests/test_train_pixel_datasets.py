@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import eval_spot
-from ground.errors import UserError
 import train_spot
+from ground.errors import UserError
 from utils.checkpoint import load_checkpoint
 from tests.fixtures_pixel import write_clevr_h5, write_clevrtex_folder, write_tetrominoes_h5
 

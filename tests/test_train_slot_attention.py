@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import eval_spot
-from ground.errors import UserError
 import train_slot_attention
+from ground.errors import UserError
 from utils.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 import eval_slotfa
-from ground.errors import UserError
 import train_slotfa
+from ground.errors import UserError
 from models.resnet import ResNet, detectron2_key
 from utils.checkpoint import load_checkpoint
 

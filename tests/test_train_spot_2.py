@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 import eval_spot
-from ground.errors import UserError
 import train_spot
 import train_spot_2
+from ground.errors import UserError
 from models.encoders import FrozenViT
 from models.spot import SPOT, SPOTConfig
 from models.spot_self_training import (

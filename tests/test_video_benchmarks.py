@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import eval_smtc
-from ground.errors import UserError
 import train_smtc
+from ground.errors import UserError
 from datasets.fbms import FbmsSequences
 from datasets.jhmdb import JhmdbVideos
 from datasets.segtrackv2 import SegTrackV2Sequences
